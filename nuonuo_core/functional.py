@@ -1,0 +1,247 @@
+"""Tensor mathematics of the memory as plain functions.
+
+Pattern separation (a fixed random projection followed by winner-take-all), the
+two-stage Hopfield settle, and the dense Hebbian outer-product update that the
+factored association in :mod:`nuonuo_core.association` reproduces exactly.
+
+None of these functions keeps state. Recall-side functions run under
+``torch.no_grad()``; the one function that writes (:func:`hebbian_update_`) says
+so in its name and docstring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A fixed random projection from embedding space to code space.
+
+    The embedding is rotated by ``rotation`` and split into ``blocks`` equal parts;
+    part ``g`` is multiplied by ``weights[g]``. The result has
+    ``blocks * weights.shape[2]`` units, ordered block by block.
+    """
+
+    rotation: torch.Tensor
+    """Orthogonal matrix. Shape ``(input_dim, input_dim)``, float32."""
+
+    weights: torch.Tensor
+    """Gaussian blocks. Shape ``(blocks, input_dim / blocks, code_dim / blocks)``, float32."""
+
+    @property
+    def input_dim(self) -> int:
+        return self.rotation.shape[0]
+
+    @property
+    def code_dim(self) -> int:
+        return self.weights.shape[0] * self.weights.shape[2]
+
+    @property
+    def blocks(self) -> int:
+        return self.weights.shape[0]
+
+    def to(self, device: torch.device) -> Projection:
+        """Return a copy of the projection on ``device``."""
+        return Projection(self.rotation.to(device), self.weights.to(device))
+
+    def dense(self) -> torch.Tensor:
+        """Return the projection as one dense matrix of shape ``(input_dim, code_dim)``.
+
+        ``x @ projection.dense()`` equals :func:`project` up to float rounding.
+        """
+        block_diagonal = torch.block_diag(*self.weights.unbind(0))
+        return self.rotation @ block_diagonal
+
+
+def make_projection(
+    input_dim: int,
+    code_dim: int,
+    blocks: int = 32,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> Projection:
+    """Draw the fixed random projection used for pattern separation.
+
+    The same arguments always give the same projection, on every platform, because
+    the numbers are drawn on the CPU from a generator seeded with ``seed``.
+
+    Args:
+        input_dim: Embedding dimension. Must be divisible by ``blocks``.
+        code_dim: Number of code units. Must be divisible by ``blocks``.
+        blocks: Number of diagonal blocks; 1 gives a dense Gaussian projection.
+        seed: Seed of the generator.
+        device: Device of the returned tensors.
+
+    Returns:
+        A :class:`Projection` with float32 tensors on ``device``.
+    """
+    if input_dim % blocks or code_dim % blocks:
+        raise ValueError(
+            f"blocks ({blocks}) must divide both input_dim ({input_dim}) and code_dim ({code_dim})"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    gaussian = torch.randn(input_dim, input_dim, generator=generator, dtype=torch.float64)
+    rotation, upper = torch.linalg.qr(gaussian)
+    # Fix the signs so the rotation does not depend on the QR implementation.
+    rotation = rotation * torch.sign(torch.diagonal(upper)).unsqueeze(0)
+    weights = torch.randn(
+        blocks, input_dim // blocks, code_dim // blocks, generator=generator, dtype=torch.float64
+    )
+    return Projection(
+        rotation.to(torch.float32).to(device), weights.to(torch.float32).to(device)
+    )
+
+
+@torch.no_grad()
+def project(embeddings: torch.Tensor, projection: Projection) -> torch.Tensor:
+    """Project embeddings into code space.
+
+    Shape:
+        embeddings: ``(n, input_dim)``, float32.
+        return: ``(blocks, n, code_dim / blocks)``, float32, block-major: unit
+        ``u`` of row ``i`` is ``result[u // block_size, i, u % block_size]``.
+    """
+    n = embeddings.shape[0]
+    rotated = embeddings @ projection.rotation
+    parts = rotated.view(n, projection.blocks, -1).transpose(0, 1)
+    return torch.bmm(parts, projection.weights)
+
+
+@torch.no_grad()
+def winner_take_all(embeddings: torch.Tensor, projection: Projection, k: int) -> torch.Tensor:
+    """Turn embeddings into sparse codes: project, then keep the ``k`` largest units.
+
+    The top ``k`` units are found exactly without a full sort of every row: each
+    row is cut into tiles of 64 units, only the ``k`` tiles with the largest
+    maxima can hold a winner, and the winners are picked among those tiles.
+
+    Shape:
+        embeddings: ``(n, input_dim)``, float32.
+        return: ``(n, k)``, int64, the indices of the active units in ascending order.
+    """
+    n = embeddings.shape[0]
+    if n == 0:
+        return torch.empty(0, k, dtype=torch.int64, device=embeddings.device)
+    activity = project(embeddings, projection)  # (blocks, n, block_size)
+    blocks, _, block_size = activity.shape
+    tile = 64 if block_size % 64 == 0 else block_size
+    tiles_per_block = block_size // tile
+    if blocks * tiles_per_block <= k:
+        flat = activity.transpose(0, 1).reshape(n, -1)
+        return flat.topk(k, dim=1).indices.sort(dim=1).values
+
+    # Maximum of every tile, as (n, tiles) with tiles numbered block by block.
+    tile_max = activity.view(blocks, n, tiles_per_block, tile).amax(dim=3)
+    tile_max = tile_max.transpose(0, 1).reshape(n, blocks * tiles_per_block)
+    best_tiles = tile_max.topk(k, dim=1).indices  # (n, k)
+
+    # Flat positions, in the block-major activity tensor, of every unit in those tiles.
+    block_of_tile = best_tiles // tiles_per_block
+    tile_in_block = best_tiles % tiles_per_block
+    rows = torch.arange(n, device=embeddings.device).unsqueeze(1)
+    tile_start = block_of_tile * (n * block_size) + rows * block_size + tile_in_block * tile
+    offsets = torch.arange(tile, device=embeddings.device)
+    positions = (tile_start.unsqueeze(2) + offsets).view(n, k * tile)
+    candidates = activity.reshape(-1)[positions]
+    winners = candidates.topk(k, dim=1).indices
+
+    # Back from positions to unit indices: block * block_size + offset in block.
+    chosen = torch.gather(positions, 1, winners)
+    block = chosen // (n * block_size)
+    within = chosen % block_size
+    return (block * block_size + within).sort(dim=1).values
+
+
+def codes_to_dense(codes: torch.Tensor, code_dim: int) -> torch.Tensor:
+    """Turn index codes into binary vectors.
+
+    Shape:
+        codes: ``(n, k)``, int64 unit indices.
+        return: ``(n, code_dim)``, float32, with ``k`` ones per row.
+    """
+    dense = torch.zeros(codes.shape[0], code_dim, dtype=torch.float32, device=codes.device)
+    dense.scatter_(1, codes, 1.0)
+    return dense
+
+
+@dataclass(frozen=True)
+class SettleResult:
+    """Outcome of :func:`hopfield_settle`."""
+
+    state: torch.Tensor
+    """The state pattern at the fixed point. Shape ``(dim,)``."""
+
+    attention: torch.Tensor
+    """Softmax attention over the stored patterns at the fixed point. Shape ``(n,)``."""
+
+    steps: int
+    """Number of update steps taken."""
+
+    converged: bool
+    """Whether the state moved less than ``update_steps_eps`` before the step limit."""
+
+
+@torch.no_grad()
+def hopfield_settle(
+    state: torch.Tensor,
+    stored_patterns: torch.Tensor,
+    beta: float,
+    update_steps_max: int,
+    update_steps_eps: float,
+) -> SettleResult:
+    """Settle a state pattern on stored patterns with the modern Hopfield update.
+
+    Each step replaces the state ``xi`` by ``X^T softmax(beta X xi)``, a weighted
+    mean of the stored patterns ``X``, and renormalises it to unit length, because
+    the stored patterns are unit vectors compared by cosine similarity. It stops
+    when the state moves less than ``update_steps_eps`` or after
+    ``update_steps_max`` steps.
+
+    Shape:
+        state: ``(dim,)``, float32.
+        stored_patterns: ``(n, dim)``, float32, unit rows, on the device of ``state``.
+    """
+    if stored_patterns.shape[0] == 0:
+        empty = torch.empty(0, dtype=state.dtype, device=state.device)
+        return SettleResult(state.clone(), empty, 0, True)
+    current = state
+    attention = torch.softmax(beta * (stored_patterns @ current), dim=0)
+    steps = 0
+    converged = False
+    while steps < update_steps_max:
+        proposal = attention @ stored_patterns
+        proposal = proposal / proposal.norm().clamp_min(1e-12)
+        steps += 1
+        moved = float((proposal - current).norm())
+        current = proposal
+        attention = torch.softmax(beta * (stored_patterns @ current), dim=0)
+        if moved < update_steps_eps:
+            converged = True
+            break
+    return SettleResult(current, attention, steps, converged)
+
+
+def hebbian_update_(
+    matrix: torch.Tensor, pre_codes: torch.Tensor, post_codes: torch.Tensor, weight: float = 1.0
+) -> None:
+    """Add ``weight`` times the outer product of binary codes to ``matrix``, in place.
+
+    This is the dense reference of the association matrix: ``code_dim ** 2`` cells,
+    one gigabyte of float32 at ``code_dim`` 16384. The memory itself keeps the same
+    matrix in factored form; tests and benchmarks compare the two.
+
+    Shape:
+        matrix: ``(code_dim, code_dim)``, float32, modified in place.
+        pre_codes, post_codes: ``(n, k)``, int64 unit indices; row ``i`` of
+        ``pre_codes`` is linked to row ``i`` of ``post_codes``.
+    """
+    code_dim = matrix.shape[0]
+    for pre, post in zip(pre_codes, post_codes):
+        pre_dense = torch.zeros(code_dim, dtype=matrix.dtype, device=matrix.device)
+        post_dense = torch.zeros(code_dim, dtype=matrix.dtype, device=matrix.device)
+        pre_dense[pre] = 1.0
+        post_dense[post] = 1.0
+        matrix.add_(torch.outer(pre_dense, post_dense), alpha=weight)

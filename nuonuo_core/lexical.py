@@ -1,0 +1,108 @@
+"""An incremental BM25 index over the words of memories, by slot."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+
+# Standard BM25 constants (Robertson and Zaragoza, 2009).
+BM25_K1 = 1.2
+BM25_B = 0.75
+
+
+class LexicalIndex:
+    """Word postings of the memories of one namespace.
+
+    Scores follow Okapi BM25 with ``idf = log(1 + (n - df + 0.5) / (df + 0.5))``.
+    The same postings give the rare words that link memories (see
+    :meth:`rare_neighbours`). Not thread-safe; its owner serialises access.
+    """
+
+    def __init__(self) -> None:
+        self._postings: dict[str, dict[int, int]] = {}
+        self._terms: dict[int, Counter[str]] = {}
+        self._lengths: dict[int, int] = {}
+        self._total_length = 0
+
+    def __len__(self) -> int:
+        return len(self._terms)
+
+    def add(self, slot: int, tokens: list[str]) -> None:
+        """Index the tokens of ``slot``, replacing what it had."""
+        self.remove(slot)
+        counts = Counter(tokens)
+        self._terms[slot] = counts
+        self._lengths[slot] = len(tokens)
+        self._total_length += len(tokens)
+        for term, count in counts.items():
+            self._postings.setdefault(term, {})[slot] = count
+
+    def remove(self, slot: int) -> None:
+        """Drop ``slot`` from the index; nothing happens if it is not there."""
+        counts = self._terms.pop(slot, None)
+        if counts is None:
+            return
+        self._total_length -= self._lengths.pop(slot)
+        for term in counts:
+            posting = self._postings[term]
+            posting.pop(slot, None)
+            if not posting:
+                del self._postings[term]
+
+    def document_frequency(self, term: str) -> int:
+        """Number of memories that contain ``term``."""
+        return len(self._postings.get(term, ()))
+
+    def idf(self, term: str) -> float:
+        """BM25 inverse document frequency of ``term``."""
+        df = self.document_frequency(term)
+        n = len(self._terms)
+        return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+    def score(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Score every memory that shares a word with the query.
+
+        Returns:
+            ``(slots, scores)``, int64 and float64, unordered.
+        """
+        n = len(self._terms)
+        if n == 0 or not tokens:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        average_length = self._total_length / n
+        scores: dict[int, float] = {}
+        for term in set(tokens):
+            posting = self._postings.get(term)
+            if not posting:
+                continue
+            idf = self.idf(term)
+            for slot, tf in posting.items():
+                length = self._lengths[slot]
+                norm = tf + BM25_K1 * (1 - BM25_B + BM25_B * length / average_length)
+                scores[slot] = scores.get(slot, 0.0) + idf * tf * (BM25_K1 + 1) / norm
+        if not scores:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        return (
+            np.fromiter(scores.keys(), dtype=np.int64, count=len(scores)),
+            np.fromiter(scores.values(), dtype=np.float64, count=len(scores)),
+        )
+
+    def rare_neighbours(self, slot: int, max_df: int) -> dict[int, float]:
+        """Memories that share a rare word with ``slot``, weighted by the words' idf.
+
+        A word is rare when at most ``max_df`` memories contain it.
+        """
+        counts = self._terms.get(slot)
+        if not counts:
+            return {}
+        neighbours: dict[int, float] = {}
+        for term in counts:
+            posting = self._postings[term]
+            if len(posting) < 2 or len(posting) > max_df:
+                continue
+            weight = self.idf(term)
+            for other in posting:
+                if other != slot:
+                    neighbours[other] = neighbours.get(other, 0.0) + weight
+        return neighbours

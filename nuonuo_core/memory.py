@@ -1,0 +1,1037 @@
+"""The associative memory: the object that owns state, storage and locking."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+
+from nuonuo_core.config import MemoryConfig
+from nuonuo_core.embedding import Embedder, HashingEmbedder, load_embedder, validate_embeddings
+from nuonuo_core.errors import (
+    ConfigError,
+    InvalidInputError,
+    InvalidTypeError,
+    MemoryNotFoundError,
+    NamespaceError,
+    StorageError,
+)
+from nuonuo_core.filters import matches_filter, validate_filter
+from nuonuo_core.functional import make_projection, winner_take_all
+from nuonuo_core.partition import Candidate, CueInfo, Entry, Partition
+from nuonuo_core.storage import Storage, StoredCue, StoredMemory
+from nuonuo_core.text import chunk_spans, content_words, normalize_text, sentence_spans, word_count
+from nuonuo_core.types import MemoryItem, MemoryRecord, Namespace, RecallResult
+
+logger = logging.getLogger(__name__)
+
+NamespaceLike = str | Sequence[str]
+
+# Sentences shorter than this many words are not worth a cue of their own.
+_MIN_SENTENCE_WORDS = 3
+
+
+class AssociativeMemory:
+    """A long-term memory of texts with single-hop and multi-hop recall.
+
+    Texts are embedded, stored with several cues each, and turned into sparse
+    codes that the Hebbian association links together. ``recall`` finds memories
+    by their cues (two-stage Hopfield) and, with ``hops > 1``, follows the links
+    from those to memories that the query alone does not find.
+
+    Every memory belongs to a namespace, a tuple of strings such as
+    ``("alice",)`` or ``("alice", "work")``; the default is ``()``. Recall and
+    links never cross namespaces.
+
+    With ``path`` the memory lives in that SQLite file and every write is on disk
+    when the call returns; without it, everything is lost when the process exits.
+
+    All methods are thread-safe. The ``a``-prefixed methods run the same work in a
+    worker thread, so they do not block the event loop.
+
+    Args:
+        path: SQLite file to open or create; ``None`` keeps the memory in RAM.
+        config: Configuration; for an existing file the stored one is used when
+            ``None``.
+        embedder: Embedding model; by default the one named by
+            ``config.embedding_model``, loaded on first use.
+
+    Example:
+        >>> memory = AssociativeMemory(embedder=HashingEmbedder())
+        >>> first = memory.add("My dog is called Max.", session="chat")
+        >>> second = memory.add("Max loves running on the beach.", session="chat")
+        >>> [r.path for r in memory.recall("my dog", k=2, hops=2)]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        config: MemoryConfig | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        if config is not None and not isinstance(config, MemoryConfig):
+            raise InvalidTypeError(f"config must be a MemoryConfig, got {type(config).__name__}")
+        if embedder is not None and not isinstance(embedder, Embedder):
+            raise InvalidTypeError(
+                f"embedder must have name, dim and encode(), got {type(embedder).__name__}"
+            )
+        self._lock = threading.RLock()
+        self._storage: Storage | None = None
+        self._closed = False
+        stored_config: MemoryConfig | None = None
+        if path is not None:
+            if not isinstance(path, (str, os.PathLike)):
+                raise InvalidTypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+            self._storage = Storage(path)
+            stored = self._storage.get_meta("config")
+            if stored is not None:
+                stored_config = MemoryConfig.from_dict(json.loads(stored))
+
+        if config is None:
+            config = stored_config or MemoryConfig()
+        if embedder is not None and embedder.name != config.embedding_model:
+            if stored_config is not None and stored_config.embedding_model != embedder.name:
+                self._close_storage()
+                raise ConfigError(
+                    f"the memory file was written with embedding model "
+                    f"{stored_config.embedding_model!r}, but the embedder is {embedder.name!r}"
+                )
+            config = config.replace(embedding_model=embedder.name)
+        if stored_config is not None and stored_config.embedding_model != config.embedding_model:
+            self._close_storage()
+            raise ConfigError(
+                f"the memory file was written with embedding model {stored_config.embedding_model!r}, "
+                f"but the configuration names {config.embedding_model!r}"
+            )
+        self.config = config
+        self.device = config.torch_device
+        self._embedder = embedder
+        self._dim: int | None = embedder.dim if embedder is not None else None
+        if self._storage is not None:
+            stored_dim = self._storage.get_meta("embedding_dim")
+            if stored_dim is not None:
+                if self._dim is not None and int(stored_dim) != self._dim:
+                    self._close_storage()
+                    raise ConfigError(
+                        f"the memory file holds {stored_dim}-dimensional embeddings, "
+                        f"but the embedder makes {self._dim}"
+                    )
+                self._dim = int(stored_dim)
+            with self._storage.transaction():
+                self._storage.set_meta("config", config.to_json())
+        self._projection = None
+        self._partitions: dict[Namespace, Partition] = {}
+        self._namespace_of: dict[str, Namespace] = {}
+        logger.info("Memory uses device %s", self.device)
+        if self._storage is not None:
+            self._load()
+
+    # ------------------------------------------------------------------ setup
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedding model, loaded on first use."""
+        if self._embedder is None:
+            name = self.config.embedding_model
+            if name == "hashing" or name.startswith("hashing:"):
+                self._embedder = HashingEmbedder(dim=self._dim or 384, name=name)
+            else:
+                device = "cuda" if self.device.type == "cuda" else "cpu"
+                self._embedder = load_embedder(name, device=device)
+            if self._dim is not None and self._embedder.dim != self._dim:
+                raise ConfigError(
+                    f"the memory holds {self._dim}-dimensional embeddings, "
+                    f"but model {name!r} makes {self._embedder.dim}"
+                )
+        return self._embedder
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        if self._dim is None:
+            self._dim = self.embedder.dim
+        return self._dim
+
+    def _get_projection(self):
+        if self._projection is None:
+            self._projection = make_projection(
+                self.dim, self.config.code_dim, self._projection_blocks(), self.config.seed, self.device
+            )
+        return self._projection
+
+    def _projection_blocks(self) -> int:
+        # Fall back to fewer blocks when the configured number does not divide
+        # the embedding dimension (a custom embedder of odd size).
+        blocks = self.config.projection_blocks
+        while blocks > 1 and (self.dim % blocks or self.config.code_dim % blocks):
+            blocks -= 1
+        return blocks
+
+    def _partition(self, namespace: Namespace, create: bool) -> Partition | None:
+        partition = self._partitions.get(namespace)
+        if partition is None and create:
+            partition = Partition(namespace, self.config, self.dim, self.device)
+            partition.set_entity_links(self.config.links.entity, _rare_word_limit)
+            self._partitions[namespace] = partition
+        return partition
+
+    def _load(self) -> None:
+        """Rebuild the in-memory indexes from the file."""
+        assert self._storage is not None
+        started = time.perf_counter()
+        try:
+            rows = list(self._storage.load_memories())
+            links = list(self._storage.load_associations())
+        except Exception as error:  # sqlite3.DatabaseError and decoding errors
+            self._close_storage()
+            raise StorageError(f"cannot read memory file {str(self._storage.path)!r}: {error}") from error
+        if not rows:
+            return
+        if self._dim is None:
+            self._dim = int(rows[0].cues[0].embedding.shape[0])
+        by_namespace: dict[Namespace, list[StoredMemory]] = {}
+        for row in rows:
+            by_namespace.setdefault(row.namespace, []).append(row)
+        rowid_to_slot: dict[int, tuple[Partition, int]] = {}
+        projection = self._get_projection()
+        for namespace, memories in by_namespace.items():
+            partition = self._partition(namespace, create=True)
+            assert partition is not None
+            entries = []
+            vectors = []
+            for row in memories:
+                entries.append(
+                    Entry(
+                        id=row.id, rowid=row.rowid, text=row.text, metadata=row.metadata,
+                        timestamp=row.timestamp, created_at=row.created_at, session=row.session,
+                        content_hash=row.content_hash,
+                        cues=[CueInfo(c.kind, c.start, c.end, c.text) for c in row.cues],
+                    )
+                )
+                vectors.append(np.stack([c.embedding for c in row.cues]))
+            primary = torch.from_numpy(np.stack([v[0] for v in vectors])).to(self.device)
+            codes = winner_take_all(primary, projection, self.config.k)
+            slots = partition.add_many(entries, vectors, codes.cpu().numpy())
+            for row, slot in zip(memories, slots):
+                rowid_to_slot[row.rowid] = (partition, slot)
+                self._namespace_of[row.id] = namespace
+        for source, target, kind, weight in links:
+            if source in rowid_to_slot and target in rowid_to_slot:
+                partition, a = rowid_to_slot[source]
+                _, b = rowid_to_slot[target]
+                partition.association.link(a, b, kind, weight)
+        logger.info(
+            "Opened %s: %d memories, %d links in %.2f s",
+            self._storage.path, len(rows), len(links), time.perf_counter() - started,
+        )
+
+    def _close_storage(self) -> None:
+        if self._storage is not None:
+            self._storage.close()
+
+    def close(self) -> None:
+        """Close the memory file. Using the memory afterwards raises ``StorageError``."""
+        with self._lock:
+            if not self._closed:
+                self._close_storage()
+                self._closed = True
+
+    def __enter__(self) -> AssociativeMemory:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("the memory is closed")
+
+    # ------------------------------------------------------------------ add
+
+    def add(
+        self,
+        text: str,
+        *,
+        id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        timestamp: float | datetime | str | None = None,
+        cues: Sequence[str] = (),
+        session: str | None = None,
+        namespace: NamespaceLike = (),
+    ) -> str:
+        """Store one memory and return its id.
+
+        Args:
+            text: The text to remember; must not be blank.
+            id: Id to give the memory; a random one when ``None``. An id that is
+                already stored raises ``InvalidInputError``: use :meth:`update`.
+            metadata: JSON-serialisable values stored and returned with it.
+            timestamp: When the event happened: POSIX seconds, a ``datetime`` or
+                an ISO 8601 string.
+            cues: Extra texts that should recall this memory (paraphrases).
+            session: Conversation this memory belongs to; consecutive memories of
+                one session are linked.
+            namespace: Namespace to store it in.
+
+        Returns:
+            The id of the memory. With ``config.deduplicate``, adding a text that
+            is already stored in the namespace returns the existing memory's id
+            and stores nothing.
+        """
+        item = MemoryItem(
+            text=text, id=id, metadata=dict(metadata) if metadata is not None else {},
+            timestamp=timestamp, cues=tuple(cues) if not isinstance(cues, str) else (cues,),  # type: ignore[arg-type]
+            session=session,
+        )
+        return self.add_many([item], namespace=namespace)[0]
+
+    def add_many(
+        self,
+        items: Iterable[MemoryItem | str | Mapping[str, Any]],
+        *,
+        namespace: NamespaceLike = (),
+        session: str | None = None,
+        batch_size: int = 64,
+        show_progress: bool = False,
+    ) -> list[str]:
+        """Store many memories in one transaction and return their ids, in order.
+
+        Items are :class:`MemoryItem`, plain strings, or mappings with the fields
+        of :class:`MemoryItem`. All items are checked before anything is stored; a
+        bad item raises and stores nothing.
+
+        Args:
+            items: The memories.
+            namespace: Namespace to store them in.
+            session: Session of the items that name none; consecutive items of a
+                session are linked.
+            batch_size: Texts per embedding batch.
+            show_progress: Show a progress bar while embedding.
+        """
+        self._check_open()
+        namespace = normalize_namespace(namespace)
+        if session is not None:
+            _check_optional_str(session, "session")
+        prepared = [self._prepare(item, index, session) for index, item in enumerate(_as_list(items))]
+        if not prepared:
+            return []
+        ids = [p.entry.id for p in prepared if p.explicit_id]
+        if len(ids) != len(set(ids)):
+            duplicate = next(i for i in ids if ids.count(i) > 1)
+            raise InvalidInputError(f"id {duplicate!r} appears twice in one batch")
+
+        # Embed every distinct cue text once, outside the lock.
+        texts: list[str] = []
+        position: dict[str, int] = {}
+        for p in prepared:
+            for cue in p.cue_texts:
+                if cue not in position:
+                    position[cue] = len(texts)
+                    texts.append(cue)
+        vectors = self._embed(texts, batch_size=batch_size, show_progress=show_progress)
+        per_item = [vectors[[position[c] for c in p.cue_texts]] for p in prepared]
+        primary = torch.from_numpy(np.stack([v[0] for v in per_item])).to(self.device)
+        codes = winner_take_all(primary, self._get_projection(), self.config.k).cpu().numpy()
+
+        with self._lock:
+            self._check_open()
+            partition = self._partition(namespace, create=True)
+            assert partition is not None
+            for p in prepared:
+                if p.explicit_id and p.entry.id in self._namespace_of:
+                    raise InvalidInputError(
+                        f"a memory with id {p.entry.id!r} already exists; use update() to change it"
+                    )
+            results: list[str] = []
+            new_entries: list[Entry] = []
+            new_vectors: list[np.ndarray] = []
+            new_codes: list[np.ndarray] = []
+            seen_hash: dict[str, str] = {}
+            for p, item_vectors, code in zip(prepared, per_item, codes):
+                if self.config.deduplicate:
+                    existing = partition.slot_of_hash.get(p.entry.content_hash)
+                    if existing is not None:
+                        results.append(partition.entries[existing].id)  # type: ignore[union-attr]
+                        continue
+                    if p.entry.content_hash in seen_hash:
+                        results.append(seen_hash[p.entry.content_hash])
+                        continue
+                    seen_hash[p.entry.content_hash] = p.entry.id
+                results.append(p.entry.id)
+                new_entries.append(p.entry)
+                new_vectors.append(item_vectors)
+                new_codes.append(code)
+            if not new_entries:
+                return results
+            self._store_new(partition, new_entries, new_vectors, np.stack(new_codes))
+            return results
+
+    def _store_new(
+        self, partition: Partition, entries: list[Entry], vectors: list[np.ndarray], codes: np.ndarray
+    ) -> None:
+        """Write new memories and their session links to disk, then to the indexes."""
+        # Session links: each memory to the previous one of its session.
+        previous: dict[str, int | Entry] = {}
+        for session, slot in partition.last_in_session.items():
+            previous[session] = slot
+        session_links: list[tuple[int | Entry, Entry]] = []
+        for entry in entries:
+            if entry.session is None:
+                continue
+            before = previous.get(entry.session)
+            if before is not None:
+                session_links.append((before, entry))
+            previous[entry.session] = entry
+
+        if self._storage is not None:
+            with self._storage.transaction():
+                if self._storage.get_meta("embedding_dim") is None:
+                    self._storage.set_meta("embedding_dim", str(self.dim))
+                for entry, item_vectors in zip(entries, vectors):
+                    entry.rowid = self._storage.insert_memory(_stored(entry, item_vectors))
+                for before, entry in session_links:
+                    before_rowid = (
+                        partition.entries[before].rowid if isinstance(before, int) else before.rowid  # type: ignore[union-attr]
+                    )
+                    self._storage.add_association(before_rowid, entry.rowid, "session", 1.0)  # type: ignore[arg-type]
+
+        slots = partition.add_many(entries, vectors, codes)
+        slot_of_entry = {id(entry): slot for entry, slot in zip(entries, slots)}
+        for entry in entries:
+            self._namespace_of[entry.id] = partition.namespace
+        for before, entry in session_links:
+            before_slot = before if isinstance(before, int) else slot_of_entry[id(before)]
+            partition.association.link(before_slot, slot_of_entry[id(entry)], "session", 1.0)
+
+    class _Prepared:
+        __slots__ = ("entry", "cue_texts", "explicit_id")
+
+        def __init__(self, entry: Entry, cue_texts: list[str], explicit_id: bool) -> None:
+            self.entry = entry
+            self.cue_texts = cue_texts
+            self.explicit_id = explicit_id
+
+    def _prepare(self, item: Any, index: int, session: str | None) -> AssociativeMemory._Prepared:
+        """Check one item and work out its cues; raises on bad input."""
+        if isinstance(item, str):
+            item = MemoryItem(text=item)
+        elif isinstance(item, Mapping):
+            unknown = set(item) - {"text", "id", "metadata", "timestamp", "cues", "session"}
+            if unknown:
+                raise InvalidInputError(
+                    f"item {index} has unknown fields {sorted(unknown)}; valid fields: "
+                    "text, id, metadata, timestamp, cues, session"
+                )
+            if "text" not in item:
+                raise InvalidInputError(f"item {index} has no 'text'")
+            item = MemoryItem(
+                text=item["text"], id=item.get("id"), metadata=item.get("metadata") or {},
+                timestamp=item.get("timestamp"), cues=tuple(item.get("cues") or ()),
+                session=item.get("session"),
+            )
+        elif not isinstance(item, MemoryItem):
+            raise InvalidTypeError(
+                f"item {index} must be a str, a mapping or a MemoryItem, got {type(item).__name__}"
+            )
+        text = check_text(item.text, "text")
+        explicit_id = item.id is not None
+        memory_id = check_id(item.id) if explicit_id else uuid.uuid4().hex
+        metadata = check_metadata(item.metadata)
+        timestamp = parse_timestamp(item.timestamp)
+        item_session = item.session if item.session is not None else session
+        if item_session is not None:
+            _check_optional_str(item_session, "session")
+        if isinstance(item.cues, str):
+            raise InvalidTypeError("cues must be a sequence of strings, got a single str")
+        extra = [check_text(c, f"cues[{i}]") for i, c in enumerate(item.cues)]
+
+        cue_infos, cue_texts = self._cues_for(text, extra)
+        entry = Entry(
+            id=memory_id, rowid=None, text=text, metadata=metadata, timestamp=timestamp,
+            created_at=time.time(), session=item_session, content_hash=content_hash(text),
+            cues=cue_infos,
+        )
+        return AssociativeMemory._Prepared(entry, cue_texts, explicit_id)
+
+    def _cues_for(self, text: str, extra: list[str]) -> tuple[list[CueInfo], list[str]]:
+        """Return the cues of a text: itself, the caller's, then sentences or chunks."""
+        infos = [CueInfo("text")]
+        texts = [text]
+        for cue in extra:
+            infos.append(CueInfo("user", text=cue))
+            texts.append(cue)
+        if word_count(text) > self.config.chunk_words:
+            spans = chunk_spans(text, self.config.chunk_words)
+            kind = "chunk"
+        elif self.config.sentence_cues:
+            spans = [
+                s for s in sentence_spans(text) if word_count(text[s.start : s.end]) >= _MIN_SENTENCE_WORDS
+            ]
+            if len(spans) < 2:
+                spans = []
+            kind = "sentence"
+        else:
+            spans = []
+            kind = "sentence"
+        for span in spans:
+            piece = text[span.start : span.end]
+            if piece != text:
+                infos.append(CueInfo(kind, span.start, span.end))
+                texts.append(piece)
+        return infos, texts
+
+    def _embed(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        embedder = self.embedder
+        raw = embedder.encode(texts, batch_size=batch_size, show_progress=show_progress)
+        return validate_embeddings(raw, len(texts), self.dim, embedder.name)
+
+    # ------------------------------------------------------------------ links
+
+    def associate(self, a: str, b: str, weight: float = 1.0) -> None:
+        """Link memories ``a`` and ``b`` so that recalling one with ``hops > 1`` reaches the other.
+
+        Links are symmetric; linking the same pair again adds to the weight. Both
+        memories must be in the same namespace.
+        """
+        self._check_open()
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) or weight <= 0:
+            raise InvalidInputError(f"weight must be a positive finite number, got {weight!r}")
+        with self._lock:
+            partition_a, slot_a = self._locate(a)
+            partition_b, slot_b = self._locate(b)
+            if partition_a is not partition_b:
+                raise InvalidInputError(
+                    f"memories {a!r} and {b!r} are in different namespaces "
+                    f"{partition_a.namespace!r} and {partition_b.namespace!r}; links never cross namespaces"
+                )
+            if slot_a == slot_b:
+                raise InvalidInputError(f"cannot link memory {a!r} to itself")
+            if self._storage is not None:
+                with self._storage.transaction():
+                    entry_a = partition_a.entries[slot_a]
+                    entry_b = partition_a.entries[slot_b]
+                    self._storage.add_association(entry_a.rowid, entry_b.rowid, "explicit", float(weight))  # type: ignore[union-attr,arg-type]
+            partition_a.association.link(slot_a, slot_b, "explicit", float(weight))
+
+    def dissociate(self, a: str, b: str) -> None:
+        """Remove every stored link between memories ``a`` and ``b``."""
+        self._check_open()
+        with self._lock:
+            partition_a, slot_a = self._locate(a)
+            partition_b, slot_b = self._locate(b)
+            if partition_a is not partition_b:
+                return
+            if self._storage is not None:
+                with self._storage.transaction():
+                    self._storage.delete_association(
+                        partition_a.entries[slot_a].rowid, partition_a.entries[slot_b].rowid, None  # type: ignore[union-attr,arg-type]
+                    )
+            partition_a.association.unlink(slot_a, slot_b)
+
+    def links(self, id: str) -> dict[str, dict[str, float]]:
+        """Return the stored links of a memory: neighbour id -> kind -> weight."""
+        with self._lock:
+            partition, slot = self._locate(id)
+            return {
+                partition.entries[n].id: kinds  # type: ignore[union-attr]
+                for n, kinds in partition.association.links_of(slot).items()
+            }
+
+    # ------------------------------------------------------------------ recall
+
+    def recall(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        hops: int | None = None,
+        namespace: NamespaceLike = (),
+        namespace_prefix: NamespaceLike | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[RecallResult]:
+        """Return the memories that best match ``query``, best first.
+
+        Single-hop recall (``hops=1``) scores every memory by its best cue and
+        settles the query on the top ``hopfield_candidates`` (two-stage Hopfield).
+        With ``hops > 1`` the Hebbian association then spreads from those memories
+        for ``hops - 1`` more steps, so memories linked to the direct hits are
+        returned too, each with the chain of ids (``path``) it was reached through.
+
+        Args:
+            query: Text to recall by. A blank query returns ``[]``.
+            k: Number of results; 0 returns ``[]``.
+            hops: Number of hops; ``config.hops`` when ``None``.
+            namespace: Namespace to search.
+            namespace_prefix: Search every namespace that starts with this tuple
+                instead of ``namespace``; ``()`` searches all.
+            filter: Metadata conditions every result must meet; see
+                :func:`nuonuo_core.filters.validate_filter`.
+        """
+        self._check_open()
+        query = check_query(query)
+        k = check_k(k)
+        hops = self.config.hops if hops is None else check_hops(hops)
+        checked_filter = validate_filter(filter)
+        if k == 0 or not query.strip():
+            return []
+        namespaces = self._target_namespaces(namespace, namespace_prefix)
+        if not namespaces:
+            return []
+        query_vector = torch.from_numpy(self._embed([query])[0]).to(self.device)
+        return self.recall_by_vector(
+            query_vector, k, hops=hops, namespaces=namespaces, filter=checked_filter,
+            query_words=content_words(query),
+        )
+
+    def recall_by_vector(
+        self,
+        vector: torch.Tensor | np.ndarray,
+        k: int = 5,
+        *,
+        hops: int | None = None,
+        namespaces: Sequence[Namespace] = ((),),
+        filter: Mapping[str, Any] | None = None,
+        query_words: Sequence[str] = (),
+    ) -> list[RecallResult]:
+        """Recall by an embedding instead of a text; otherwise like :meth:`recall`.
+
+        Shape:
+            vector: ``(dim,)``, float32; it is normalised to unit length.
+        """
+        self._check_open()
+        k = check_k(k)
+        hops = self.config.hops if hops is None else check_hops(hops)
+        checked_filter = validate_filter(filter)
+        if k == 0:
+            return []
+        vector = torch.as_tensor(vector, dtype=torch.float32).to(self.device)
+        if vector.shape != (self.dim,):
+            raise InvalidInputError(f"vector must have shape ({self.dim},), got {tuple(vector.shape)}")
+        if not torch.isfinite(vector).all() or float(vector.norm()) == 0.0:
+            raise InvalidInputError("vector must be finite and non-zero")
+        vector = vector / vector.norm()
+        with self._lock:
+            self._check_open()
+            found: list[tuple[Partition, Candidate]] = []
+            for namespace in namespaces:
+                partition = self._partitions.get(namespace)
+                if partition is None or len(partition) == 0:
+                    continue
+                for candidate in partition.recall(vector, list(query_words), k, hops, checked_filter):
+                    found.append((partition, candidate))
+            found.sort(key=lambda pc: (-pc[1].score, pc[1].hops))
+            return [self._result(partition, candidate) for partition, candidate in found[:k]]
+
+    def _result(self, partition: Partition, candidate: Candidate) -> RecallResult:
+        entry = partition.entries[candidate.slot]
+        assert entry is not None
+        owner = partition.entries[candidate.path[0]]
+        cue_text = entry.text
+        if owner is not None:
+            for row, info in zip(owner.cue_rows, owner.cues):
+                if row == candidate.cue_row:
+                    cue_text = info.resolve(owner.text)
+                    break
+        return RecallResult(
+            id=entry.id,
+            text=entry.text,
+            score=float(candidate.score),
+            similarity=float(candidate.similarity),
+            metadata=json.loads(json.dumps(entry.metadata)),
+            namespace=partition.namespace,
+            timestamp=entry.timestamp,
+            hops=candidate.hops,
+            path=tuple(partition.entries[s].id for s in candidate.path),  # type: ignore[union-attr]
+            cue=cue_text,
+        )
+
+    def _target_namespaces(
+        self, namespace: NamespaceLike, namespace_prefix: NamespaceLike | None
+    ) -> list[Namespace]:
+        if namespace_prefix is not None:
+            prefix = normalize_namespace(namespace_prefix, allow_empty=True)
+            with self._lock:
+                return [ns for ns in self._partitions if ns[: len(prefix)] == prefix]
+        return [normalize_namespace(namespace)]
+
+    # ------------------------------------------------------------------ read
+
+    def get(self, id: str) -> MemoryRecord:
+        """Return the memory with ``id``; raises :class:`MemoryNotFoundError` if none."""
+        self._check_open()
+        with self._lock:
+            partition, slot = self._locate(id)
+            return _record(partition, slot)
+
+    def __contains__(self, id: object) -> bool:
+        return isinstance(id, str) and id in self._namespace_of
+
+    def __len__(self) -> int:
+        return len(self._namespace_of)
+
+    def count(self, namespace: NamespaceLike = ()) -> int:
+        """Number of memories in ``namespace``."""
+        partition = self._partitions.get(normalize_namespace(namespace))
+        return 0 if partition is None else len(partition)
+
+    def namespaces(self) -> list[Namespace]:
+        """Namespaces that hold at least one memory, sorted."""
+        with self._lock:
+            return sorted(ns for ns, p in self._partitions.items() if len(p))
+
+    def list(
+        self,
+        namespace: NamespaceLike = (),
+        *,
+        filter: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[MemoryRecord]:
+        """Return stored memories of a namespace in the order they were added."""
+        self._check_open()
+        namespace = normalize_namespace(namespace)
+        checked_filter = validate_filter(filter)
+        if limit is not None:
+            limit = check_k(limit, "limit")
+        offset = check_k(offset, "offset")
+        with self._lock:
+            partition = self._partitions.get(namespace)
+            if partition is None:
+                return []
+            matching = [
+                slot for slot, entry in enumerate(partition.entries)
+                if entry is not None and matches_filter(entry.metadata, checked_filter)
+            ]
+            matching.sort(key=lambda s: (partition.entries[s].created_at, partition.entries[s].rowid or 0))  # type: ignore[union-attr]
+            end = None if limit is None else offset + limit
+            return [_record(partition, slot) for slot in matching[offset:end]]
+
+    def _locate(self, id: Any) -> tuple[Partition, int]:
+        memory_id = check_id(id)
+        namespace = self._namespace_of.get(memory_id)
+        if namespace is None:
+            raise MemoryNotFoundError(f"no memory with id {memory_id!r}")
+        partition = self._partitions[namespace]
+        return partition, partition.slot_of[memory_id]
+
+    # ------------------------------------------------------------------ change
+
+    def update(
+        self,
+        id: str,
+        text: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        cues: Sequence[str] | None = None,
+    ) -> MemoryRecord:
+        """Change a memory's text (re-embedding it), metadata or extra cues; keeps its id and links.
+
+        ``None`` leaves a field as it is. Returns the updated memory.
+        """
+        self._check_open()
+        memory_id = check_id(id)
+        new_text = None if text is None else check_text(text, "text")
+        new_metadata = None if metadata is None else check_metadata(metadata)
+        if isinstance(cues, str):
+            raise InvalidTypeError("cues must be a sequence of strings, got a single str")
+        new_cues = None if cues is None else [check_text(c, f"cues[{i}]") for i, c in enumerate(cues)]
+        with self._lock:
+            partition, slot = self._locate(memory_id)
+            current = partition.entries[slot]
+            assert current is not None
+            old_extra = [c.text for c in current.cues if c.kind == "user"]
+        if new_text is None and new_cues is None:
+            if new_metadata is None:
+                return self.get(memory_id)
+            with self._lock:
+                partition, slot = self._locate(memory_id)
+                entry = partition.entries[slot]
+                if self._storage is not None:
+                    with self._storage.transaction():
+                        self._storage.update_metadata(entry.rowid, new_metadata)  # type: ignore[union-attr,arg-type]
+                entry.metadata = new_metadata  # type: ignore[union-attr]
+                return _record(partition, slot)
+
+        final_text = new_text if new_text is not None else current.text
+        extra = new_cues if new_cues is not None else [c for c in old_extra if c is not None]
+        infos, cue_texts = self._cues_for(final_text, extra)
+        vectors = self._embed(cue_texts)
+        code = winner_take_all(
+            torch.from_numpy(vectors[:1]).to(self.device), self._get_projection(), self.config.k
+        ).cpu().numpy()[0]
+        with self._lock:
+            self._check_open()
+            partition, slot = self._locate(memory_id)
+            current = partition.entries[slot]
+            assert current is not None
+            entry = Entry(
+                id=current.id, rowid=current.rowid, text=final_text,
+                metadata=new_metadata if new_metadata is not None else current.metadata,
+                timestamp=current.timestamp, created_at=current.created_at, session=current.session,
+                content_hash=content_hash(final_text), cues=infos,
+            )
+            if self._storage is not None:
+                with self._storage.transaction():
+                    stored = _stored(entry, vectors)
+                    self._storage.replace_memory_content(
+                        current.rowid, entry.text, entry.metadata, entry.content_hash, stored.cues  # type: ignore[arg-type]
+                    )
+            partition.replace_content(slot, entry, vectors, code)
+            return _record(partition, slot)
+
+    def delete(self, id: str) -> None:
+        """Delete a memory with its cues and links; raises :class:`MemoryNotFoundError` if none."""
+        self._check_open()
+        with self._lock:
+            partition, slot = self._locate(id)
+            entry = partition.entries[slot]
+            if self._storage is not None:
+                with self._storage.transaction():
+                    self._storage.delete_memories([entry.rowid])  # type: ignore[union-attr,list-item]
+                self._storage.reclaim_space()
+            partition.remove(slot)
+            del self._namespace_of[entry.id]  # type: ignore[union-attr]
+
+    def delete_namespace(self, namespace: NamespaceLike) -> int:
+        """Delete every memory of a namespace; returns how many were deleted."""
+        self._check_open()
+        namespace = normalize_namespace(namespace)
+        with self._lock:
+            partition = self._partitions.get(namespace)
+            if partition is None:
+                return 0
+            entries = [e for e in partition.entries if e is not None]
+            if self._storage is not None:
+                with self._storage.transaction():
+                    self._storage.delete_memories([e.rowid for e in entries])  # type: ignore[misc]
+                self._storage.reclaim_space()
+            for entry in entries:
+                del self._namespace_of[entry.id]
+            del self._partitions[namespace]
+            return len(entries)
+
+    def clear(self) -> None:
+        """Delete every memory of every namespace."""
+        with self._lock:
+            for namespace in list(self._partitions):
+                self.delete_namespace(namespace)
+
+    # ------------------------------------------------------------------ async
+
+    async def aadd(self, text: str, **kwargs: Any) -> str:
+        """Async :meth:`add`, run in a worker thread."""
+        return await asyncio.to_thread(self.add, text, **kwargs)
+
+    async def aadd_many(self, items: Iterable[MemoryItem | str | Mapping[str, Any]], **kwargs: Any) -> list[str]:
+        """Async :meth:`add_many`, run in a worker thread."""
+        return await asyncio.to_thread(self.add_many, _as_list(items), **kwargs)
+
+    async def arecall(self, query: str, k: int = 5, **kwargs: Any) -> list[RecallResult]:
+        """Async :meth:`recall`, run in a worker thread."""
+        return await asyncio.to_thread(self.recall, query, k, **kwargs)
+
+    async def aget(self, id: str) -> MemoryRecord:
+        """Async :meth:`get`, run in a worker thread."""
+        return await asyncio.to_thread(self.get, id)
+
+    async def aupdate(self, id: str, text: str | None = None, **kwargs: Any) -> MemoryRecord:
+        """Async :meth:`update`, run in a worker thread."""
+        return await asyncio.to_thread(self.update, id, text, **kwargs)
+
+    async def adelete(self, id: str) -> None:
+        """Async :meth:`delete`, run in a worker thread."""
+        await asyncio.to_thread(self.delete, id)
+
+    async def adelete_namespace(self, namespace: NamespaceLike) -> int:
+        """Async :meth:`delete_namespace`, run in a worker thread."""
+        return await asyncio.to_thread(self.delete_namespace, namespace)
+
+    async def aassociate(self, a: str, b: str, weight: float = 1.0) -> None:
+        """Async :meth:`associate`, run in a worker thread."""
+        await asyncio.to_thread(self.associate, a, b, weight)
+
+    # ------------------------------------------------------------------ stats
+
+    def nbytes(self) -> int:
+        """Approximate bytes of the in-memory indexes (cue vectors, codes, links)."""
+        with self._lock:
+            return sum(p.nbytes() for p in self._partitions.values())
+
+    def association_nbytes(self) -> int:
+        """Approximate bytes of the factored association matrices alone."""
+        with self._lock:
+            return sum(p.association.nbytes() for p in self._partitions.values())
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _rare_word_limit(memory_count: int) -> int:
+    """How many memories may share a word for it to still link them."""
+    return max(2, memory_count // 200)
+
+
+def _as_list(items: Any) -> list[Any]:
+    if isinstance(items, (str, bytes, Mapping, MemoryItem)):
+        raise InvalidTypeError(
+            f"items must be an iterable of memories, got a single {type(items).__name__}; "
+            "use add() for one memory"
+        )
+    try:
+        return list(items)
+    except TypeError:
+        raise InvalidTypeError(f"items must be an iterable, got {type(items).__name__}") from None
+
+
+def _stored(entry: Entry, vectors: np.ndarray) -> StoredMemory:
+    return StoredMemory(
+        rowid=entry.rowid or 0, id=entry.id, namespace=(), text=entry.text, metadata=entry.metadata,
+        timestamp=entry.timestamp, created_at=entry.created_at, session=entry.session,
+        content_hash=entry.content_hash,
+        cues=[StoredCue(c.kind, c.start, c.end, c.text, v) for c, v in zip(entry.cues, vectors)],
+    )
+
+
+def _record(partition: Partition, slot: int) -> MemoryRecord:
+    entry = partition.entries[slot]
+    assert entry is not None
+    return MemoryRecord(
+        id=entry.id,
+        text=entry.text,
+        namespace=partition.namespace,
+        metadata=json.loads(json.dumps(entry.metadata)),
+        timestamp=entry.timestamp,
+        created_at=entry.created_at,
+        session=entry.session,
+        cues=tuple(c.resolve(entry.text) for c in entry.cues),
+    )
+
+
+def content_hash(text: str) -> str:
+    """Hash of a text used to find duplicates: NFC with white space folded."""
+    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
+
+
+def check_text(value: Any, name: str = "text") -> str:
+    """Return ``value`` if it is a non-blank string; raise otherwise."""
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"{name} must be a str, got {type(value).__name__}: {_preview(value)}")
+    if not value.strip():
+        raise InvalidInputError(f"{name} must not be empty or blank, got {value!r}")
+    if "\x00" in value:
+        raise InvalidInputError(f"{name} must not contain NUL characters")
+    return value
+
+
+def check_query(value: Any) -> str:
+    """Return a query string; blank is allowed (recall returns ``[]``), other types raise."""
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"query must be a str, got {type(value).__name__}: {_preview(value)}")
+    return value
+
+
+def check_id(value: Any) -> str:
+    """Return ``value`` if it is a valid memory id: a non-blank string."""
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"id must be a str, got {type(value).__name__}: {_preview(value)}")
+    if not value.strip():
+        raise InvalidInputError(f"id must not be empty or blank, got {value!r}")
+    return value
+
+
+def check_k(value: Any, name: str = "k") -> int:
+    """Return ``value`` if it is an int >= 0."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise InvalidTypeError(f"{name} must be an int, got {type(value).__name__}: {_preview(value)}")
+    if value < 0:
+        raise InvalidInputError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+def check_hops(value: Any) -> int:
+    """Return ``value`` if it is an int >= 1."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise InvalidTypeError(f"hops must be an int, got {type(value).__name__}: {_preview(value)}")
+    if value < 1:
+        raise InvalidInputError(f"hops must be >= 1 (1 is single-hop recall), got {value}")
+    return int(value)
+
+
+def check_metadata(value: Any) -> dict[str, Any]:
+    """Return a JSON round-tripped copy of ``value`` if it is a JSON-serialisable mapping."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidTypeError(f"metadata must be a mapping, got {type(value).__name__}: {_preview(value)}")
+    for key in value:
+        if not isinstance(key, str):
+            raise InvalidTypeError(f"metadata keys must be strings, got {key!r}")
+    try:
+        return json.loads(json.dumps(dict(value), allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise InvalidInputError(f"metadata must be JSON-serialisable: {error}") from error
+
+
+def parse_timestamp(value: Any) -> float | None:
+    """Return POSIX seconds from seconds, a ``datetime`` or an ISO 8601 string."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidTypeError(f"timestamp must be a number, datetime or ISO string, got {value!r}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise InvalidInputError(f"timestamp must be finite, got {value!r}")
+        return float(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.timestamp()
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidInputError(
+                f"timestamp string must be ISO 8601 (for example 2023-05-08T13:56), got {value!r}"
+            ) from None
+        return parse_timestamp(parsed)
+    raise InvalidTypeError(
+        f"timestamp must be a number, datetime or ISO string, got {type(value).__name__}"
+    )
+
+
+def normalize_namespace(value: Any, allow_empty: bool = True) -> Namespace:
+    """Return a namespace tuple from a string or a sequence of strings."""
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (tuple, list)):
+        raise NamespaceError(
+            f"namespace must be a str or a tuple of str, got {type(value).__name__}: {_preview(value)}"
+        )
+    for label in value:
+        if not isinstance(label, str) or not label:
+            raise NamespaceError(f"namespace labels must be non-empty strings, got {tuple(value)!r}")
+    if not value and not allow_empty:
+        raise NamespaceError("namespace must not be empty")
+    return tuple(value)
+
+
+def _check_optional_str(value: Any, name: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"{name} must be a str, got {type(value).__name__}: {_preview(value)}")
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,414 @@
+"""The in-memory index of one namespace: cue vectors, codes, links and words.
+
+A partition knows nothing of other namespaces, so recall that runs inside one
+cannot return or pass through another namespace's memories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from nuonuo_core.association import Association
+from nuonuo_core.config import MemoryConfig
+from nuonuo_core.filters import matches_filter
+from nuonuo_core.functional import hopfield_settle
+from nuonuo_core.lexical import LexicalIndex
+from nuonuo_core.text import content_words
+from nuonuo_core.types import Namespace
+
+_INITIAL_CUE_CAPACITY = 64
+
+
+def _softmax(values: np.ndarray) -> np.ndarray:
+    shifted = np.exp(values - values.max())
+    return shifted / shifted.sum()
+
+
+@dataclass
+class CueInfo:
+    """Where a cue's text comes from: a span of the memory text, or its own text."""
+
+    kind: str
+    start: int | None = None
+    end: int | None = None
+    text: str | None = None
+
+    def resolve(self, memory_text: str) -> str:
+        """Return the cue text."""
+        if self.text is not None:
+            return self.text
+        if self.start is not None and self.end is not None:
+            return memory_text[self.start : self.end]
+        return memory_text
+
+
+@dataclass
+class Entry:
+    """What a partition keeps about one memory."""
+
+    id: str
+    rowid: int | None
+    text: str
+    metadata: dict[str, Any]
+    timestamp: float | None
+    created_at: float
+    session: str | None
+    content_hash: str
+    cues: list[CueInfo]
+    cue_rows: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Candidate:
+    """A memory scored by recall inside one partition."""
+
+    slot: int
+    score: float
+    """Activation: Hopfield attention for direct hits, spread attention for the others."""
+    similarity: float
+    """Cosine similarity of the memory's best cue to the query."""
+    hops: int
+    path: tuple[int, ...]
+    cue_row: int
+
+
+class Partition:
+    """Cue vectors, association and lexical index of the memories of one namespace.
+
+    Memories are addressed by slot; a deleted memory's slot is reused. Not
+    thread-safe: :class:`~nuonuo_core.memory.AssociativeMemory` holds its lock
+    around every call.
+    """
+
+    def __init__(self, namespace: Namespace, config: MemoryConfig, dim: int, device: torch.device) -> None:
+        self.namespace = namespace
+        self.config = config
+        self.dim = dim
+        self.device = device
+        self.entries: list[Entry | None] = []
+        self.free_slots: list[int] = []
+        self.slot_of: dict[str, int] = {}
+        self.slot_of_hash: dict[str, int] = {}
+        self.last_in_session: dict[str, int] = {}
+        self.cue_vectors = torch.zeros(_INITIAL_CUE_CAPACITY, dim, dtype=torch.float32, device=device)
+        self.cue_owner = np.full(_INITIAL_CUE_CAPACITY, -1, dtype=np.int64)
+        self.cue_count = 0
+        self.dead_cues = 0
+        self.association = Association(
+            config.code_dim, config.k, {"explicit": config.links.explicit, "session": config.links.session}
+        )
+        self.lexical = LexicalIndex()
+
+    # ------------------------------------------------------------------ size
+
+    def __len__(self) -> int:
+        return len(self.slot_of)
+
+    def live_slots(self) -> list[int]:
+        """Slots of live memories in insertion order of their slots."""
+        return [slot for slot, entry in enumerate(self.entries) if entry is not None]
+
+    def nbytes(self) -> int:
+        """Approximate bytes of tensors and arrays held by the partition."""
+        return (
+            self.cue_vectors.element_size() * self.cue_vectors.nelement()
+            + self.cue_owner.nbytes
+            + self.association.nbytes()
+        )
+
+    # ------------------------------------------------------------------ writes
+
+    def add(self, entry: Entry, vectors: np.ndarray, code: np.ndarray) -> int:
+        """Store a memory whose cue vectors and code are already computed; returns its slot.
+
+        Shape:
+            vectors: ``(len(entry.cues), dim)``, float32 unit rows, text cue first.
+            code: ``(k,)``, the memory's code.
+        """
+        slot = self.free_slots.pop() if self.free_slots else len(self.entries)
+        if slot == len(self.entries):
+            self.entries.append(entry)
+        else:
+            self.entries[slot] = entry
+        self.slot_of[entry.id] = slot
+        self.slot_of_hash.setdefault(entry.content_hash, slot)
+        entry.cue_rows = self._append_cues(slot, vectors)
+        self.association.set_codes(np.array([slot]), code[None, :])
+        self.lexical.add(slot, content_words(entry.text))
+        if entry.session is not None:
+            self.last_in_session[entry.session] = slot
+        return slot
+
+    def add_many(self, entries: list[Entry], vectors: list[np.ndarray], codes: np.ndarray) -> list[int]:
+        """Store several memories at once; the batch form of :meth:`add`."""
+        slots = []
+        for entry in entries:
+            slot = self.free_slots.pop() if self.free_slots else len(self.entries)
+            if slot == len(self.entries):
+                self.entries.append(entry)
+            else:
+                self.entries[slot] = entry
+            self.slot_of[entry.id] = slot
+            self.slot_of_hash.setdefault(entry.content_hash, slot)
+            slots.append(slot)
+        all_vectors = np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32)
+        owners = np.repeat(np.asarray(slots, dtype=np.int64), [v.shape[0] for v in vectors])
+        rows = self._append_cue_rows(owners, all_vectors)
+        start = 0
+        for entry, block in zip(entries, vectors):
+            entry.cue_rows = rows[start : start + block.shape[0]]
+            start += block.shape[0]
+        self.association.set_codes(np.asarray(slots, dtype=np.int64), codes)
+        for slot, entry in zip(slots, entries):
+            self.lexical.add(slot, content_words(entry.text))
+            if entry.session is not None:
+                self.last_in_session[entry.session] = slot
+        return slots
+
+    def replace_content(self, slot: int, entry: Entry, vectors: np.ndarray, code: np.ndarray) -> None:
+        """Swap the text, cues and code of a memory, keeping its slot and links."""
+        old = self.entries[slot]
+        assert old is not None
+        self._kill_cues(old.cue_rows)
+        if self.slot_of_hash.get(old.content_hash) == slot:
+            del self.slot_of_hash[old.content_hash]
+        self.entries[slot] = entry
+        self.slot_of_hash.setdefault(entry.content_hash, slot)
+        entry.cue_rows = self._append_cues(slot, vectors)
+        self.association.set_codes(np.array([slot]), code[None, :])
+        self.lexical.add(slot, content_words(entry.text))
+
+    def remove(self, slot: int) -> Entry:
+        """Delete the memory in ``slot`` with its cues, code and links; returns its entry."""
+        entry = self.entries[slot]
+        assert entry is not None
+        self._kill_cues(entry.cue_rows)
+        self.association.kill(slot)
+        self.lexical.remove(slot)
+        del self.slot_of[entry.id]
+        if self.slot_of_hash.get(entry.content_hash) == slot:
+            del self.slot_of_hash[entry.content_hash]
+            # Another memory with the same text (deduplication off) takes over.
+            for other, other_entry in enumerate(self.entries):
+                if other != slot and other_entry is not None and other_entry.content_hash == entry.content_hash:
+                    self.slot_of_hash[entry.content_hash] = other
+                    break
+        if entry.session is not None and self.last_in_session.get(entry.session) == slot:
+            del self.last_in_session[entry.session]
+        self.entries[slot] = None
+        self.free_slots.append(slot)
+        if self.dead_cues > max(1024, self.cue_count // 2):
+            self._compact_cues()
+        return entry
+
+    def _append_cues(self, slot: int, vectors: np.ndarray) -> list[int]:
+        owners = np.full(vectors.shape[0], slot, dtype=np.int64)
+        return self._append_cue_rows(owners, vectors)
+
+    def _append_cue_rows(self, owners: np.ndarray, vectors: np.ndarray) -> list[int]:
+        count = vectors.shape[0]
+        needed = self.cue_count + count
+        if needed > self.cue_vectors.shape[0]:
+            capacity = max(needed, 2 * self.cue_vectors.shape[0])
+            grown = torch.zeros(capacity, self.dim, dtype=torch.float32, device=self.device)
+            grown[: self.cue_count] = self.cue_vectors[: self.cue_count]
+            self.cue_vectors = grown
+            owner = np.full(capacity, -1, dtype=np.int64)
+            owner[: self.cue_count] = self.cue_owner[: self.cue_count]
+            self.cue_owner = owner
+        start = self.cue_count
+        self.cue_vectors[start:needed] = torch.from_numpy(vectors).to(self.device)
+        self.cue_owner[start:needed] = owners
+        self.cue_count = needed
+        return list(range(start, needed))
+
+    def _kill_cues(self, rows: list[int]) -> None:
+        for row in rows:
+            self.cue_owner[row] = -1
+            self.cue_vectors[row] = 0.0
+        self.dead_cues += len(rows)
+
+    def _compact_cues(self) -> None:
+        keep = np.nonzero(self.cue_owner[: self.cue_count] >= 0)[0]
+        new_row = np.full(self.cue_count, -1, dtype=np.int64)
+        new_row[keep] = np.arange(keep.shape[0])
+        self.cue_vectors[: keep.shape[0]] = self.cue_vectors[torch.from_numpy(keep).to(self.device)]
+        self.cue_vectors[keep.shape[0] : self.cue_count] = 0.0
+        self.cue_owner[: keep.shape[0]] = self.cue_owner[keep]
+        self.cue_owner[keep.shape[0] : self.cue_count] = -1
+        self.cue_count = int(keep.shape[0])
+        self.dead_cues = 0
+        for entry in self.entries:
+            if entry is not None:
+                entry.cue_rows = [int(new_row[r]) for r in entry.cue_rows]
+
+    # ------------------------------------------------------------------ recall
+
+    def memory_vectors(self, slots: list[int]) -> torch.Tensor:
+        """Return the text-cue vector of each slot. Shape ``(len(slots), dim)``."""
+        rows = [self.entries[s].cue_rows[0] for s in slots]  # type: ignore[union-attr]
+        return self.cue_vectors[torch.tensor(rows, dtype=torch.long, device=self.device)]
+
+    def direct_scores(
+        self, query: torch.Tensor, query_words: list[str], allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Score every live memory against the query by its best cue.
+
+        Returns:
+            ``(slots, scores, similarity, cue_rows)`` of every live, allowed
+            memory: the score used for ranking (cosine of the best cue plus the
+            weighted lexical score), the cosine alone, and the best cue's row.
+        """
+        if self.cue_count == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.float64), empty
+        with torch.no_grad():
+            cue_scores = (self.cue_vectors[: self.cue_count] @ query).to("cpu").numpy().astype(np.float64)
+        owners = self.cue_owner[: self.cue_count]
+        live = owners >= 0
+        cue_rows = np.nonzero(live)[0]
+        owners = owners[live]
+        cue_scores = cue_scores[live]
+
+        # Best cue per memory: sort by owner, then by score, and keep each owner's last.
+        order = np.lexsort((cue_scores, owners))
+        owners_sorted = owners[order]
+        last = np.ones(owners_sorted.shape[0], dtype=bool)
+        last[:-1] = owners_sorted[1:] != owners_sorted[:-1]
+        best = order[last]
+        slots = owners[best]
+        similarity = cue_scores[best]
+        rows = cue_rows[best]
+
+        if allowed is not None:
+            keep = allowed[slots]
+            slots, similarity, rows = slots[keep], similarity[keep], rows[keep]
+
+        scores = similarity
+        if self.config.lexical_weight > 0 and query_words:
+            lex_slots, lex_scores = self.lexical.score(query_words)
+            if lex_scores.size:
+                lexical = np.zeros(len(self.entries), dtype=np.float64)
+                lexical[lex_slots] = lex_scores / lex_scores.max()
+                scores = similarity + self.config.lexical_weight * lexical[slots]
+        return slots, scores, similarity, rows
+
+    def allowed_mask(self, filter: dict[str, Any] | None) -> np.ndarray | None:
+        """Boolean mask over slots of the memories that match ``filter``; ``None`` for no filter."""
+        if not filter:
+            return None
+        mask = np.zeros(max(len(self.entries), 1), dtype=bool)
+        for slot, entry in enumerate(self.entries):
+            if entry is not None and matches_filter(entry.metadata, filter):
+                mask[slot] = True
+        return mask
+
+    def recall(
+        self,
+        query: torch.Tensor,
+        query_words: list[str],
+        k: int,
+        hops: int,
+        filter: dict[str, Any] | None,
+    ) -> list[Candidate]:
+        """Run the full recall inside this partition and return the best ``k`` candidates.
+
+        Stage 1 scores every memory by its best cue and keeps the top
+        ``hopfield_candidates`` (at least ``k``). Stage 2 gives each of them the
+        softmax attention ``softmax(beta * score)`` of the query state, blended
+        with the attention at the state the query settles to. With ``hops > 1``
+        the association then spreads that attention, hop by hop, to linked
+        memories. Candidates are ranked by attention.
+        """
+        config = self.config
+        allowed = self.allowed_mask(filter)
+        slots, scores, similarity, rows = self.direct_scores(query, query_words, allowed)
+        if slots.size == 0:
+            return []
+
+        # Stage 1: exact top-N over all cues.
+        n = min(max(config.hopfield_candidates, k), slots.shape[0])
+        top = np.argpartition(-scores, n - 1)[:n] if n < slots.shape[0] else np.arange(slots.shape[0])
+        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top[similarity[top] >= config.min_score]
+        if top.size == 0:
+            return []
+        cand_slots = slots[top]
+        cand_scores = scores[top]
+        cand_similarity = similarity[top]
+        cand_rows = rows[top]
+
+        # Stage 2: Hopfield attention of the query state, optionally blended with
+        # the attention at the fixed point the query settles to.
+        attention = _softmax(config.beta * cand_scores)
+        if config.settle_weight > 0:
+            patterns = self.cue_vectors[torch.from_numpy(cand_rows).to(self.device)]
+            settled = hopfield_settle(
+                query, patterns, config.beta, config.settle_steps_max, config.settle_eps
+            )
+            settled_attention = settled.attention.to("cpu").numpy().astype(np.float64)
+            attention = (1 - config.settle_weight) * attention + config.settle_weight * settled_attention
+
+        candidates = {
+            int(s): Candidate(int(s), float(a), float(v), 0, (int(s),), int(r))
+            for s, a, v, r in zip(cand_slots, attention, cand_similarity, cand_rows)
+        }
+        if hops > 1:
+            self._spread(candidates, hops, allowed, slots, similarity)
+        ranked = sorted(candidates.values(), key=lambda c: (-c.score, c.hops, c.slot))
+        return ranked[:k]
+
+    def _spread(
+        self,
+        candidates: dict[int, Candidate],
+        hops: int,
+        allowed: np.ndarray | None,
+        scored_slots: np.ndarray,
+        similarity: np.ndarray,
+    ) -> None:
+        """Add memories reached through the association from the direct candidates, in place."""
+        similarity_of = np.zeros(len(self.entries), dtype=np.float64)
+        similarity_of[scored_slots] = similarity
+        frontier = {slot: c.score for slot, c in candidates.items() if c.score > 0}
+        paths = {slot: c.path for slot, c in candidates.items()}
+        origin_row = {slot: c.cue_row for slot, c in candidates.items()}
+        for hop in range(1, hops):
+            if not frontier:
+                break
+            blocked = {slot: set(paths[slot]) for slot in frontier}
+            step = self.association.spread(frontier, blocked=blocked)
+            next_frontier: dict[int, float] = {}
+            for slot, activation, source in zip(
+                step.slots.tolist(), step.activation.tolist(), step.predecessor.tolist()
+            ):
+                if allowed is not None and not allowed[slot]:
+                    continue
+                score = self.config.hop_decay * activation
+                existing = candidates.get(slot)
+                if existing is not None and existing.score >= score:
+                    continue
+                if slot in paths[source]:
+                    continue
+                path = paths[source] + (slot,)
+                candidates[slot] = Candidate(
+                    slot, score, float(similarity_of[slot]), hop, path, origin_row[source]
+                )
+                paths[slot] = path
+                origin_row[slot] = origin_row[source]
+                next_frontier[slot] = score
+            frontier = next_frontier
+
+    def set_entity_links(self, weight: float, max_df: Callable[[int], int]) -> None:
+        """Link memories that share rare words, derived on demand from the lexical index."""
+        if weight <= 0:
+            self.association.derived.pop("entity", None)
+            return
+        self.association.kind_weights["entity"] = weight
+        self.association.derived["entity"] = lambda slot: self.lexical.rare_neighbours(
+            slot, max_df(len(self.lexical))
+        )

@@ -1,0 +1,125 @@
+"""Text helpers: sentence and chunk cues, and word tokens for lexical matching."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+# A sentence ends at ., ! or ? (possibly repeated, possibly followed by a closing
+# quote or bracket) before white space, or at a line break.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+# Frequent English function words; they carry no lexical evidence.
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been
+    before being below between both but by can could did do does doing down during each
+    few for from further had has have having he her here hers herself him himself his
+    how i if in into is it its itself just me more most my myself no nor not now of off
+    on once only or other our ours ourselves out over own same she should so some such
+    than that the their theirs them themselves then there these they this those through
+    to too under until up very was we were what when where which while who whom why will
+    with would you your yours yourself yourselves s t d ll m re ve don didn doesn isn
+    wasn weren won wouldn couldn shouldn hasn haven hadn aren also yes yeah oh hey hi
+    really so ok okay""".split()
+)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A part of a text, by character offsets."""
+
+    start: int
+    end: int
+
+
+def normalize_text(text: str) -> str:
+    """Return the text in Unicode NFC form with runs of white space folded, for hashing."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def sentence_spans(text: str) -> list[Span]:
+    """Split a text into sentences; returns their spans, blank ones left out."""
+    spans = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        spans.append(Span(start, match.start()))
+        start = match.end()
+    spans.append(Span(start, len(text)))
+    return [_strip(text, span) for span in spans if text[span.start : span.end].strip()]
+
+
+def _strip(text: str, span: Span) -> Span:
+    start, end = span.start, span.end
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return Span(start, end)
+
+
+def word_count(text: str) -> int:
+    """Number of white-space separated words."""
+    return len(text.split())
+
+
+def chunk_spans(text: str, max_words: int) -> list[Span]:
+    """Group consecutive sentences into chunks of at most ``max_words`` words.
+
+    A single sentence longer than ``max_words`` is cut at word boundaries.
+    """
+    chunks: list[Span] = []
+    current: Span | None = None
+    current_words = 0
+    for sentence in sentence_spans(text):
+        for piece in _cut_long(text, sentence, max_words):
+            words = word_count(text[piece.start : piece.end])
+            if current is not None and current_words + words <= max_words:
+                current = Span(current.start, piece.end)
+                current_words += words
+            else:
+                if current is not None:
+                    chunks.append(current)
+                current, current_words = piece, words
+    if current is not None:
+        chunks.append(current)
+    return chunks
+
+
+def _cut_long(text: str, span: Span, max_words: int) -> list[Span]:
+    words = list(re.finditer(r"\S+", text[span.start : span.end]))
+    if len(words) <= max_words:
+        return [span]
+    pieces = []
+    for first in range(0, len(words), max_words):
+        last = min(first + max_words, len(words)) - 1
+        pieces.append(Span(span.start + words[first].start(), span.start + words[last].end()))
+    return pieces
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens of a text, in order, stopwords included."""
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def content_words(text: str) -> list[str]:
+    """Lower-cased word tokens without stopwords, with a light plural/suffix folding."""
+    return [fold_word(w) for w in words(text) if w not in STOPWORDS]
+
+
+def fold_word(word: str) -> str:
+    """Fold common English inflections so that "parks", "parked" and "park" match.
+
+    Only strips ``-s``, ``-es``, ``-ed`` and ``-ing`` from words of five letters or
+    more, so it never turns two unrelated short words into one.
+    """
+    if len(word) < 5 or not word.isalpha():
+        return word
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            stem = word[: -len(suffix)]
+            if suffix == "s" and stem.endswith("s"):
+                return word
+            return stem
+    return word
