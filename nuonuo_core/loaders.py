@@ -1,0 +1,197 @@
+"""Readers that turn conversation and document files into memories.
+
+Supported inputs: LoCoMo conversation files (one JSON object with ``speaker_a``,
+``speaker_b`` and ``session_N`` lists of turns), JSON lines (one object per line
+with at least ``text``), and plain text (one memory per paragraph, paragraphs
+separated by blank lines).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from nuonuo_core.errors import InvalidInputError
+from nuonuo_core.types import MemoryItem
+
+InputFormat = Literal["auto", "locomo", "jsonl", "text"]
+
+_SESSION_KEY = re.compile(r"^session_(\d+)$")
+
+
+@dataclass(frozen=True)
+class LocomoTurn:
+    """One turn of a LoCoMo conversation."""
+
+    dia_id: str
+    speaker: str
+    text: str
+    session: int
+    date: str | None
+    caption: str | None = None
+
+    @property
+    def memory_text(self) -> str:
+        """The turn as a memory: ``"<speaker>: <text>"``."""
+        return f"{self.speaker}: {self.text}"
+
+
+@dataclass(frozen=True)
+class LocomoQuestion:
+    """A question of a LoCoMo conversation with the turns that hold its answer."""
+
+    question: str
+    answer: Any
+    evidence: tuple[str, ...]
+    category: int
+
+
+@dataclass
+class LocomoConversation:
+    """A LoCoMo conversation: its turns in order and its questions."""
+
+    name: str
+    speakers: tuple[str, str]
+    turns: list[LocomoTurn] = field(default_factory=list)
+    questions: list[LocomoQuestion] = field(default_factory=list)
+
+
+def parse_locomo_date(value: str | None) -> float | None:
+    """Parse a LoCoMo session date such as ``"1:56 pm on 8 May, 2023"`` to POSIX seconds (UTC)."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.strptime(value.strip(), "%I:%M %p on %d %B, %Y")
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=timezone.utc).timestamp()
+
+
+def read_locomo(path: str | Path) -> LocomoConversation:
+    """Read one LoCoMo conversation file.
+
+    Only the turns, speakers, session dates and questions are read; the
+    summaries and observations that the dataset's authors wrote with an LLM are
+    ignored. Evidence ids are split on ``;`` and white space, and ids that name no
+    turn of the conversation are dropped.
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict) or "speaker_a" not in data:
+        raise InvalidInputError(f"{str(path)!r} is not a LoCoMo conversation: no 'speaker_a' key")
+    conversation = LocomoConversation(path.stem, (data["speaker_a"], data.get("speaker_b", "")))
+    sessions = sorted(int(m.group(1)) for key in data if (m := _SESSION_KEY.match(key)))
+    for number in sessions:
+        turns = data.get(f"session_{number}") or []
+        date = data.get(f"session_{number}_date_time")
+        for turn in turns:
+            conversation.turns.append(
+                LocomoTurn(
+                    dia_id=turn["dia_id"], speaker=turn["speaker"], text=turn["text"],
+                    session=number, date=date, caption=turn.get("blip_caption"),
+                )
+            )
+    known = {turn.dia_id for turn in conversation.turns}
+    for qa in data.get("qa", []):
+        evidence = []
+        for entry in qa.get("evidence", []) or []:
+            for piece in re.split(r"[;\s]+", str(entry)):
+                if piece in known and piece not in evidence:
+                    evidence.append(piece)
+        conversation.questions.append(
+            LocomoQuestion(qa.get("question", ""), qa.get("answer"), tuple(evidence), int(qa.get("category", 0)))
+        )
+    return conversation
+
+
+def locomo_items(conversation: LocomoConversation) -> list[MemoryItem]:
+    """One memory per turn, id ``"<conversation>:<dia_id>"``, one session per LoCoMo session."""
+    return [
+        MemoryItem(
+            text=turn.memory_text,
+            id=f"{conversation.name}:{turn.dia_id}",
+            metadata={
+                "dia_id": turn.dia_id,
+                "speaker": turn.speaker,
+                "session": turn.session,
+                "date": turn.date,
+                "conversation": conversation.name,
+            },
+            timestamp=parse_locomo_date(turn.date),
+            session=f"{conversation.name}:session_{turn.session}",
+        )
+        for turn in conversation.turns
+    ]
+
+
+def read_jsonl(path: str | Path) -> Iterator[MemoryItem]:
+    """Read JSON lines: each line an object with ``text`` and optionally ``id``,
+    ``metadata``, ``timestamp``, ``cues`` and ``session``."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InvalidInputError(f"{path}:{number}: invalid JSON: {error}") from error
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise InvalidInputError(f"{path}:{number}: expected an object with a string 'text'")
+            yield MemoryItem(
+                text=record["text"],
+                id=record.get("id"),
+                metadata=record.get("metadata") or {},
+                timestamp=record.get("timestamp"),
+                cues=tuple(record.get("cues") or ()),
+                session=record.get("session"),
+            )
+
+
+def read_text(path: str | Path) -> Iterator[MemoryItem]:
+    """Read plain text: one memory per paragraph, all in one session named after the file."""
+    path = Path(path)
+    content = path.read_text(encoding="utf-8")
+    for number, paragraph in enumerate(re.split(r"\n\s*\n", content)):
+        if paragraph.strip():
+            yield MemoryItem(
+                text=paragraph.strip(),
+                metadata={"source": path.name, "paragraph": number},
+                session=path.name,
+            )
+
+
+def detect_format(path: str | Path) -> InputFormat:
+    """Guess the format of an input file from its name and first bytes."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix == ".json":
+        with open(path, encoding="utf-8") as handle:
+            head = handle.read(4096)
+        if '"speaker_a"' in head or '"session_1"' in head:
+            return "locomo"
+        return "jsonl"
+    return "text"
+
+
+def read_items(path: str | Path, format: InputFormat = "auto") -> list[MemoryItem]:
+    """Read memories from a file in any supported format."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"input file {str(path)!r} does not exist")
+    if format == "auto":
+        format = detect_format(path)
+    if format == "locomo":
+        return locomo_items(read_locomo(path))
+    if format == "jsonl":
+        return list(read_jsonl(path))
+    if format == "text":
+        return list(read_text(path))
+    raise InvalidInputError(f"format must be one of auto, locomo, jsonl, text; got {format!r}")
