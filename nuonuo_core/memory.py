@@ -30,17 +30,15 @@ from nuonuo_core.errors import (
 )
 from nuonuo_core.filters import matches_filter, validate_filter
 from nuonuo_core.functional import make_projection, winner_take_all
+from nuonuo_core.cues import derive_cues
 from nuonuo_core.partition import Candidate, CueInfo, Entry, Partition
 from nuonuo_core.storage import Storage, StoredCue, StoredMemory
-from nuonuo_core.text import chunk_spans, content_words, normalize_text, sentence_spans, word_count
+from nuonuo_core.text import content_words, normalize_text
 from nuonuo_core.types import MemoryItem, MemoryRecord, Namespace, RecallResult
 
 logger = logging.getLogger(__name__)
 
 NamespaceLike = str | Sequence[str]
-
-# Sentences shorter than this many words are not worth a cue of their own.
-_MIN_SENTENCE_WORDS = 3
 
 
 class AssociativeMemory:
@@ -466,31 +464,7 @@ class AssociativeMemory:
         return AssociativeMemory._Prepared(entry, cue_texts, explicit_id)
 
     def _cues_for(self, text: str, extra: list[str]) -> tuple[list[CueInfo], list[str]]:
-        """Return the cues of a text: itself, the caller's, then sentences or chunks."""
-        infos = [CueInfo("text")]
-        texts = [text]
-        for cue in extra:
-            infos.append(CueInfo("user", text=cue))
-            texts.append(cue)
-        if word_count(text) > self.config.chunk_words:
-            spans = chunk_spans(text, self.config.chunk_words)
-            kind = "chunk"
-        elif self.config.sentence_cues:
-            spans = [
-                s for s in sentence_spans(text) if word_count(text[s.start : s.end]) >= _MIN_SENTENCE_WORDS
-            ]
-            if len(spans) < 2:
-                spans = []
-            kind = "sentence"
-        else:
-            spans = []
-            kind = "sentence"
-        for span in spans:
-            piece = text[span.start : span.end]
-            if piece != text:
-                infos.append(CueInfo(kind, span.start, span.end))
-                texts.append(piece)
-        return infos, texts
+        return derive_cues(text, extra, self.config)
 
     def _embed(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         embedder = self.embedder
