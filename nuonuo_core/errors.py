@@ -24,7 +24,15 @@ class InvalidTypeError(NuoNuoError, TypeError):
 
 
 class NamespaceError(InvalidInputError):
-    """A namespace is not a non-empty tuple of non-empty strings without periods."""
+    """A namespace is not a string or a tuple of non-empty strings."""
+
+
+class NamespaceTypeError(NamespaceError, InvalidTypeError):
+    """A namespace, or one of its labels, is not a string.
+
+    Both a :class:`NamespaceError` (a ``ValueError``) and an
+    :class:`InvalidTypeError` (a ``TypeError``), so either ``except`` catches it.
+    """
 
 
 class MemoryNotFoundError(NuoNuoError, KeyError):

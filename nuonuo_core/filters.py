@@ -52,21 +52,29 @@ def matches_filter(metadata: Mapping[str, Any], filter: Mapping[str, Any] | None
             for op, operand in condition.items():
                 if not _apply(op, present, value, operand):
                     return False
-        elif not present or value != condition:
+        elif not present or not _equal(value, condition):
             return False
     return True
 
 
+def _equal(value: Any, operand: Any) -> bool:
+    """JSON equality: ``True`` is not ``1`` and ``False`` is not ``0``, unlike in Python."""
+    if isinstance(value, bool) != isinstance(operand, bool):
+        return False
+    return bool(value == operand)
+
+
 def _apply(op: str, present: bool, value: Any, operand: Any) -> bool:
     if op == "$eq":
-        return present and value == operand
+        return present and _equal(value, operand)
     if op == "$ne":
-        return not present or value != operand
+        return not present or not _equal(value, operand)
     if op == "$in":
-        return present and value in operand
+        return present and any(_equal(value, choice) for choice in operand)
     if op == "$nin":
-        return not present or value not in operand
-    if not present:
+        return not present or not any(_equal(value, choice) for choice in operand)
+    if not present or isinstance(value, bool) or isinstance(operand, bool):
+        # Booleans are not ordered, neither among themselves nor against numbers.
         return False
     try:
         if op == "$gt":
