@@ -398,7 +398,9 @@ class AssociativeMemory:
                 if self._storage.get_meta("embedding_dim") is None:
                     self._storage.set_meta("embedding_dim", str(self.dim))
                 for entry, item_vectors in zip(entries, vectors):
-                    entry.rowid = self._storage.insert_memory(_stored(entry, item_vectors))
+                    entry.rowid = self._storage.insert_memory(
+                        _stored(entry, item_vectors, partition.namespace)
+                    )
                 for before, entry in session_links:
                     before_rowid = (
                         partition.entries[before].rowid if isinstance(before, int) else before.rowid  # type: ignore[union-attr]
@@ -869,9 +871,9 @@ def _as_list(items: Any) -> list[Any]:
         raise InvalidTypeError(f"items must be an iterable, got {type(items).__name__}") from None
 
 
-def _stored(entry: Entry, vectors: np.ndarray) -> StoredMemory:
+def _stored(entry: Entry, vectors: np.ndarray, namespace: Namespace = ()) -> StoredMemory:
     return StoredMemory(
-        rowid=entry.rowid or 0, id=entry.id, namespace=(), text=entry.text, metadata=entry.metadata,
+        rowid=entry.rowid or 0, id=entry.id, namespace=namespace, text=entry.text, metadata=entry.metadata,
         timestamp=entry.timestamp, created_at=entry.created_at, session=entry.session,
         content_hash=entry.content_hash,
         cues=[StoredCue(c.kind, c.start, c.end, c.text, v) for c, v in zip(entry.cues, vectors)],
