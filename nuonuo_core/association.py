@@ -16,8 +16,11 @@ Multiplying a code-space state ``x`` by ``W`` runs in three sparse steps:
 2. spreading ``s = L o``: the activity of each memory passes along its links;
 3. back to code space ``y = C^T s``.
 
-:meth:`Association.spread` stops after step 2, because ``s`` already says which
-memories are activated, and records through which memory each one was reached.
+:meth:`Association.apply` computes exactly that. Recall uses
+:meth:`Association.spread`, which applies ``W`` to the code of each active memory
+separately, drops the crosstalk between codes, stops after step 2 (``s`` already
+says which memories are activated) and records through which memory each one
+was reached.
 """
 
 from __future__ import annotations
@@ -335,19 +338,17 @@ class Association:
         self,
         activation: dict[int, float],
         blocked: dict[int, set[int]] | None = None,
-        min_overlap: float = 0.5,
     ) -> SpreadStep:
         """Run one hop of spreading activation from memories with given activation.
 
-        The state is the superposition ``x = sum_m a_m c_m`` of the codes of the
-        active memories. Its overlaps ``o = C x / k`` say how active each stored
-        memory is. The active memories themselves spread; another memory spreads
-        too when its overlap reaches ``min_overlap`` times the strongest
-        activation, which happens when its code is mostly the same as an active
-        one's (pattern completion). Each memory sends its overlap along its links,
-        divided by its total link weight so that a memory with many links does
-        not drown the others. The result is the memory-level factor ``s`` of
-        ``x W``, restricted to those memories.
+        Each active memory ``m`` applies the association to its own code:
+        ``c_m W = sum_n L[m, n] (c_m . c_n) c_n``, whose memory-level factor is its
+        row of ``L`` scaled by ``c_m . c_m = k``. The small overlaps between
+        different memories' codes (crosstalk, about ``k^2 / code_dim`` units for
+        unrelated memories) are dropped, which cleans the state up to whole
+        memories after every hop; :meth:`apply` keeps them. Each memory's links
+        are divided by its total link weight, so a memory with many links does not
+        drown the others, and the results of all active memories are summed.
 
         Args:
             activation: Active slot -> activation.
@@ -355,57 +356,22 @@ class Association:
                 memories on the path that led to it. A blocked link is left out
                 of the normalisation too, so a memory on a chain passes all of
                 its activity forward.
-            min_overlap: Fraction of the strongest activation that the overlap
-                of a memory outside ``activation`` needs in order to spread.
 
         Returns:
-            The reached memories; ``predecessor`` is always a key of ``activation``:
-            the active memory whose code carried the most activity to each one.
+            The reached memories; ``predecessor`` is the active memory that sent
+            each one the most activity.
         """
-        empty = SpreadStep(
-            np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
-        )
-        if not activation:
-            return empty
         blocked = blocked or {}
-
-        # Code-space state: the superposition of the active memories' codes.
-        sources = np.fromiter(activation.keys(), dtype=np.int64)
-        weights = np.fromiter(activation.values(), dtype=np.float64)
-        units = self._codes[sources].reshape(-1).astype(np.int64)
-        unit_values = np.repeat(weights, self.k)
-        units, inverse = np.unique(units, return_inverse=True)
-        unit_values = np.bincount(inverse, weights=unit_values)
-
-        # o = C x / k; keep the active memories and the ones mostly overlapping them.
-        slots, overlap = self.overlaps(units, unit_values)
-        overlap = overlap / self.k
-        is_source = np.isin(slots, sources)
-        keep = is_source | (overlap >= min_overlap * float(weights.max()))
-        slots, overlap, is_source = slots[keep], overlap[keep], is_source[keep]
-
-        # Each spreading memory is credited to the active memory its activity came from.
-        origin = {}
-        for slot, own in zip(slots.tolist(), is_source.tolist()):
-            if own:
-                origin[slot] = slot
-            else:
-                shared = [
-                    activation[m] * np.intersect1d(self._codes[slot], self._codes[m]).shape[0]
-                    for m in activation
-                ]
-                origin[slot] = int(sources[int(np.argmax(shared))])
-
-        # s = L o, with each memory's links normalised by its total weight.
         reached: dict[int, float] = {}
         best_from: dict[int, tuple[float, int]] = {}
-        for slot, amount in zip(slots.tolist(), overlap.tolist()):
-            source = origin[slot]
-            excluded = blocked.get(source, ())
+        for slot, amount in activation.items():
+            if amount <= 0.0 or not self._alive[slot]:
+                continue
+            excluded = blocked.get(slot, ())
             neighbours = {
                 n: w
                 for n, w in self.neighbours(slot).items()
-                if n not in excluded and n != source and self._alive[n]
+                if n not in excluded and self._alive[n]
             }
             total = sum(neighbours.values())
             if total <= 0.0:
@@ -414,14 +380,15 @@ class Association:
                 contribution = amount * weight / total
                 reached[neighbour] = reached.get(neighbour, 0.0) + contribution
                 if contribution > best_from.get(neighbour, (0.0, -1))[0]:
-                    best_from[neighbour] = (contribution, source)
+                    best_from[neighbour] = (contribution, slot)
         if not reached:
-            return empty
-        reached_slots = np.fromiter(reached.keys(), dtype=np.int64)
+            return SpreadStep(
+                np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
+            )
         return SpreadStep(
-            reached_slots,
-            np.fromiter(reached.values(), dtype=np.float64),
-            np.fromiter((best_from[s][1] for s in reached.keys()), dtype=np.int64),
+            np.fromiter(reached.keys(), dtype=np.int64, count=len(reached)),
+            np.fromiter(reached.values(), dtype=np.float64, count=len(reached)),
+            np.fromiter((best_from[s][1] for s in reached), dtype=np.int64, count=len(reached)),
         )
 
     def apply(self, units: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:

@@ -371,37 +371,48 @@ class Partition:
         scored_slots: np.ndarray,
         similarity: np.ndarray,
     ) -> None:
-        """Add memories reached through the association from the direct candidates, in place."""
+        """Spread the candidates' attention through the association, in place.
+
+        The activation after ``hops - 1`` steps is the truncated series
+        ``a = a0 + d S(a0) + d S(d S(a0)) + ...``, where ``a0`` is the attention of
+        the direct hits, ``S`` one step of :meth:`Association.spread` and ``d`` is
+        ``hop_decay``: a random walk with restart, cut after ``hops - 1`` steps.
+        A memory's score is its total activation, so direct hits that are linked
+        to other hits rise, and memories that no cue matched can enter. Its path is
+        the route that carried the most activation to it in a single term.
+        """
+        decay = self.config.hop_decay
         similarity_of = np.zeros(len(self.entries), dtype=np.float64)
         similarity_of[scored_slots] = similarity
-        frontier = {slot: c.score for slot, c in candidates.items() if c.score > 0}
-        paths = {slot: c.path for slot, c in candidates.items()}
-        origin_row = {slot: c.cue_row for slot, c in candidates.items()}
+        total = {slot: c.score for slot, c in candidates.items()}
+        best = {slot: (c.score, c.path, 0) for slot, c in candidates.items()}
+        term = {slot: c.score for slot, c in candidates.items() if c.score > 0}
+        term_path = {slot: c.path for slot, c in candidates.items()}
         for hop in range(1, hops):
-            if not frontier:
+            if not term:
                 break
-            blocked = {slot: set(paths[slot]) for slot in frontier}
-            step = self.association.spread(frontier, blocked=blocked)
-            next_frontier: dict[int, float] = {}
+            blocked = {slot: set(term_path[slot]) for slot in term}
+            step = self.association.spread(term, blocked=blocked)
+            next_term: dict[int, float] = {}
+            next_path: dict[int, tuple[int, ...]] = {}
             for slot, activation, source in zip(
                 step.slots.tolist(), step.activation.tolist(), step.predecessor.tolist()
             ):
                 if allowed is not None and not allowed[slot]:
                     continue
-                score = self.config.hop_decay * activation
-                existing = candidates.get(slot)
-                if existing is not None and existing.score >= score:
-                    continue
-                if slot in paths[source]:
-                    continue
-                path = paths[source] + (slot,)
-                candidates[slot] = Candidate(
-                    slot, score, float(similarity_of[slot]), hop, path, origin_row[source]
-                )
-                paths[slot] = path
-                origin_row[slot] = origin_row[source]
-                next_frontier[slot] = score
-            frontier = next_frontier
+                mass = decay * activation
+                path = term_path[source] + (slot,)
+                next_term[slot] = mass
+                next_path[slot] = path
+                total[slot] = total.get(slot, 0.0) + mass
+                if mass > best.get(slot, (0.0, (), 0))[0]:
+                    best[slot] = (mass, path, hop)
+            term, term_path = next_term, next_path
+
+        for slot, score in total.items():
+            _, path, hop = best[slot]
+            origin = candidates[path[0]]
+            candidates[slot] = Candidate(slot, score, float(similarity_of[slot]), hop, path, origin.cue_row)
 
     def set_entity_links(self, weight: float, max_df: Callable[[int], int]) -> None:
         """Link memories that share rare words, derived on demand from the lexical index."""
