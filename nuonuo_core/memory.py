@@ -7,10 +7,13 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import os
+import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -26,19 +29,28 @@ from nuonuo_core.errors import (
     InvalidTypeError,
     MemoryNotFoundError,
     NamespaceError,
+    NamespaceTypeError,
+    NuoNuoError,
     StorageError,
 )
 from nuonuo_core.filters import matches_filter, validate_filter
-from nuonuo_core.functional import make_projection, winner_take_all
+from nuonuo_core.functional import Projection, make_projection, winner_take_all
 from nuonuo_core.cues import derive_cues
 from nuonuo_core.partition import Candidate, CueInfo, Entry, Partition
-from nuonuo_core.storage import Storage, StoredCue, StoredMemory
+from nuonuo_core.storage import LoadedMemories, Storage, StoredCue, StoredMemory
 from nuonuo_core.text import content_words, normalize_text
 from nuonuo_core.types import MemoryItem, MemoryRecord, Namespace, RecallResult
 
 logger = logging.getLogger(__name__)
 
 NamespaceLike = str | Sequence[str]
+
+# Rows per winner-take-all call when codes are computed for many memories at once.
+_CODE_CHUNK = 2048
+# Times update() embeds again when other threads keep changing the same memory.
+_UPDATE_ATTEMPTS = 16
+# Dead cue rows a partition keeps before compacting (the threshold of Partition.remove).
+_MIN_DEAD_CUES = 1024
 
 
 class AssociativeMemory:
@@ -86,29 +98,49 @@ class AssociativeMemory:
                 f"embedder must have name, dim and encode(), got {type(embedder).__name__}"
             )
         self._lock = threading.RLock()
+        # Guards the embedder and projection, which are made on first use.
+        self._lazy_lock = threading.RLock()
         self._storage: Storage | None = None
         self._closed = False
-        stored_config: MemoryConfig | None = None
+        self._projection = None
+        self._partitions: dict[Namespace, Partition] = {}
+        self._namespace_of: dict[str, Namespace] = {}
+        self._stored_code_params: str | None = None
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise InvalidTypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         if path is not None:
-            if not isinstance(path, (str, os.PathLike)):
-                raise InvalidTypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
             self._storage = Storage(path)
-            stored = self._storage.get_meta("config")
-            if stored is not None:
-                stored_config = MemoryConfig.from_dict(json.loads(stored))
+        try:
+            self._setup(config, embedder)
+        except BaseException:
+            self._close_storage()
+            raise
+
+    def _setup(self, config: MemoryConfig | None, embedder: Embedder | None) -> None:
+        """Settle configuration and embedder against the file, then load it."""
+        stored_json: str | None = None
+        stored_config: MemoryConfig | None = None
+        if self._storage is not None:
+            stored_json = self._storage.get_meta("config")
+            if stored_json is not None:
+                try:
+                    stored_config = MemoryConfig.from_dict(json.loads(stored_json))
+                except (ValueError, TypeError) as error:
+                    raise StorageError(
+                        f"memory file {str(self._storage.path)!r} contains an unreadable configuration: {error}"
+                    ) from error
+            self._stored_code_params = self._storage.get_meta("code_params")
 
         if config is None:
             config = stored_config or MemoryConfig()
         if embedder is not None and embedder.name != config.embedding_model:
             if stored_config is not None and stored_config.embedding_model != embedder.name:
-                self._close_storage()
                 raise ConfigError(
                     f"the memory file was written with embedding model "
                     f"{stored_config.embedding_model!r}, but the embedder is {embedder.name!r}"
                 )
             config = config.replace(embedding_model=embedder.name)
         if stored_config is not None and stored_config.embedding_model != config.embedding_model:
-            self._close_storage()
             raise ConfigError(
                 f"the memory file was written with embedding model {stored_config.embedding_model!r}, "
                 f"but the configuration names {config.embedding_model!r}"
@@ -121,39 +153,45 @@ class AssociativeMemory:
             stored_dim = self._storage.get_meta("embedding_dim")
             if stored_dim is not None:
                 if self._dim is not None and int(stored_dim) != self._dim:
-                    self._close_storage()
                     raise ConfigError(
                         f"the memory file holds {stored_dim}-dimensional embeddings, "
                         f"but the embedder makes {self._dim}"
                     )
                 self._dim = int(stored_dim)
+        logger.info("Memory uses device %s", self.device)
+        if self._storage is None:
+            return
+
+        # Load first, so a file that fails to load has not been written to.
+        self._load()
+        if stored_json != config.to_json():
             with self._storage.transaction():
                 self._storage.set_meta("config", config.to_json())
-        self._projection = None
-        self._partitions: dict[Namespace, Partition] = {}
-        self._namespace_of: dict[str, Namespace] = {}
-        logger.info("Memory uses device %s", self.device)
-        if self._storage is not None:
-            self._load()
 
     # ------------------------------------------------------------------ setup
 
     @property
     def embedder(self) -> Embedder:
         """The embedding model, loaded on first use."""
-        if self._embedder is None:
+        if self._embedder is not None:
+            return self._embedder
+        with self._lazy_lock:
+            if self._embedder is not None:
+                return self._embedder
             name = self.config.embedding_model
+            embedder: Embedder
             if name == "hashing" or name.startswith("hashing:"):
-                self._embedder = HashingEmbedder(dim=self._dim or 384, name=name)
+                embedder = HashingEmbedder(dim=self._dim or 384, name=name)
             else:
                 device = "cuda" if self.device.type == "cuda" else "cpu"
-                self._embedder = load_embedder(name, device=device)
-            if self._dim is not None and self._embedder.dim != self._dim:
+                embedder = load_embedder(name, device=device)
+            if self._dim is not None and embedder.dim != self._dim:
                 raise ConfigError(
                     f"the memory holds {self._dim}-dimensional embeddings, "
-                    f"but model {name!r} makes {self._embedder.dim}"
+                    f"but model {name!r} makes {embedder.dim}"
                 )
-        return self._embedder
+            self._embedder = embedder
+            return embedder
 
     @property
     def dim(self) -> int:
@@ -162,12 +200,43 @@ class AssociativeMemory:
             self._dim = self.embedder.dim
         return self._dim
 
-    def _get_projection(self):
+    def _get_projection(self) -> Projection:
         if self._projection is None:
-            self._projection = make_projection(
-                self.dim, self.config.code_dim, self._projection_blocks(), self.config.seed, self.device
-            )
+            with self._lazy_lock:
+                if self._projection is None:
+                    self._projection = make_projection(
+                        self.dim, self.config.code_dim, self._projection_blocks(), self.config.seed, self.device
+                    )
         return self._projection
+
+    def _code_params(self) -> str:
+        """Everything a memory's code depends on besides its embedding, as JSON."""
+        return json.dumps(
+            {
+                "dim": self.dim, "code_dim": self.config.code_dim, "k": self.config.k,
+                "blocks": self._projection_blocks(), "seed": self.config.seed,
+            },
+            sort_keys=True,
+        )
+
+    def _make_codes(self, primary: np.ndarray) -> np.ndarray:
+        """Return the sparse code of each embedding, computed in chunks of bounded size.
+
+        The projection makes ``code_dim`` floats per row before winner-take-all,
+        so a chunk of 2048 rows needs 128 MiB at the default ``code_dim``.
+
+        Shape:
+            primary: ``(n, dim)``, float32 unit rows (the text cues).
+            return: ``(n, k)``, int64 unit indices, ascending.
+        """
+        codes = np.empty((primary.shape[0], self.config.k), dtype=np.int64)
+        if primary.shape[0] == 0:
+            return codes
+        projection = self._get_projection()
+        for start in range(0, primary.shape[0], _CODE_CHUNK):
+            chunk = torch.from_numpy(np.ascontiguousarray(primary[start : start + _CODE_CHUNK])).to(self.device)
+            codes[start : start + chunk.shape[0]] = winner_take_all(chunk, projection, self.config.k).cpu().numpy()
+        return codes
 
     def _projection_blocks(self) -> int:
         # Fall back to fewer blocks when the configured number does not divide
@@ -186,54 +255,107 @@ class AssociativeMemory:
         return partition
 
     def _load(self) -> None:
-        """Rebuild the in-memory indexes from the file."""
+        """Rebuild the in-memory indexes from the file.
+
+        Codes stored in the file are used when they were made with the current
+        ``code_dim``, ``k``, projection and seed. Otherwise every code is
+        computed again from the stored embeddings and written back.
+        """
         assert self._storage is not None
         started = time.perf_counter()
         try:
-            rows = list(self._storage.load_memories())
+            loaded = self._storage.load(self._dim)
             links = list(self._storage.load_associations())
-        except Exception as error:  # sqlite3.DatabaseError and decoding errors
-            self._close_storage()
+        except sqlite3.Error as error:
             raise StorageError(f"cannot read memory file {str(self._storage.path)!r}: {error}") from error
-        if not rows:
+        except (ValueError, TypeError) as error:  # JSON of a damaged row
+            raise StorageError(f"memory file {str(self._storage.path)!r} is damaged: {error}") from error
+        if len(loaded) == 0:
             return
         if self._dim is None:
-            self._dim = int(rows[0].cues[0].embedding.shape[0])
-        by_namespace: dict[Namespace, list[StoredMemory]] = {}
-        for row in rows:
-            by_namespace.setdefault(row.namespace, []).append(row)
+            self._dim = int(loaded.embeddings.shape[1])
+        bad = ~np.isfinite(loaded.embeddings).all(axis=1)
+        if bad.any():
+            owner = int(np.searchsorted(loaded.cue_offsets, int(np.nonzero(bad)[0][0]), side="right")) - 1
+            raise StorageError(
+                f"memory file {str(self._storage.path)!r} is damaged: memory {loaded.ids[owner]!r} "
+                "has an embedding with NaN or infinite values"
+            )
+        codes = self._loaded_codes(loaded)
+
+        # One partition per namespace, filled in one batch each.
+        by_namespace: dict[Namespace, list[int]] = {}
+        for index, namespace in enumerate(loaded.namespaces):
+            by_namespace.setdefault(namespace, []).append(index)
         rowid_to_slot: dict[int, tuple[Partition, int]] = {}
-        projection = self._get_projection()
-        for namespace, memories in by_namespace.items():
+        offsets = loaded.cue_offsets
+        for namespace, indexes in by_namespace.items():
             partition = self._partition(namespace, create=True)
             assert partition is not None
             entries = []
             vectors = []
-            for row in memories:
+            for i in indexes:
+                first, last = int(offsets[i]), int(offsets[i + 1])
                 entries.append(
                     Entry(
-                        id=row.id, rowid=row.rowid, text=row.text, metadata=row.metadata,
-                        timestamp=row.timestamp, created_at=row.created_at, session=row.session,
-                        content_hash=row.content_hash,
-                        cues=[CueInfo(c.kind, c.start, c.end, c.text) for c in row.cues],
+                        id=loaded.ids[i], rowid=loaded.rowids[i], text=loaded.texts[i],
+                        metadata=loaded.metadata[i], timestamp=loaded.timestamps[i],
+                        created_at=loaded.created_at[i], session=loaded.sessions[i],
+                        content_hash=loaded.content_hashes[i],
+                        cues=[
+                            CueInfo(loaded.cue_kinds[c], loaded.cue_starts[c], loaded.cue_ends[c], loaded.cue_texts[c])
+                            for c in range(first, last)
+                        ],
                     )
                 )
-                vectors.append(np.stack([c.embedding for c in row.cues]))
-            primary = torch.from_numpy(np.stack([v[0] for v in vectors])).to(self.device)
-            codes = winner_take_all(primary, projection, self.config.k)
-            slots = partition.add_many(entries, vectors, codes.cpu().numpy())
-            for row, slot in zip(memories, slots):
-                rowid_to_slot[row.rowid] = (partition, slot)
-                self._namespace_of[row.id] = namespace
+                vectors.append(loaded.embeddings[first:last])
+            slots = partition.add_many(entries, vectors, codes[indexes])
+            for entry, slot in zip(entries, slots):
+                rowid_to_slot[entry.rowid] = (partition, slot)  # type: ignore[index]
+                self._namespace_of[entry.id] = namespace
+
+        # Links; one between namespaces cannot be made by this code and is skipped.
+        skipped = 0
         for source, target, kind, weight in links:
-            if source in rowid_to_slot and target in rowid_to_slot:
-                partition, a = rowid_to_slot[source]
-                _, b = rowid_to_slot[target]
-                partition.association.link(a, b, kind, weight)
+            if source not in rowid_to_slot or target not in rowid_to_slot:
+                continue
+            partition, a = rowid_to_slot[source]
+            other, b = rowid_to_slot[target]
+            if other is not partition:
+                skipped += 1
+                continue
+            partition.association.link(a, b, kind, weight)
+        if skipped:
+            logger.warning("Skipped %d stored links between namespaces in %s", skipped, self._storage.path)
         logger.info(
             "Opened %s: %d memories, %d links in %.2f s",
-            self._storage.path, len(rows), len(links), time.perf_counter() - started,
+            self._storage.path, len(loaded), len(links), time.perf_counter() - started,
         )
+
+    def _loaded_codes(self, loaded: LoadedMemories) -> np.ndarray:
+        """Return the codes of loaded memories, from the file when they are current.
+
+        Shape:
+            return: ``(len(loaded), k)``, int64.
+        """
+        assert self._storage is not None
+        params = self._code_params()
+        k = self.config.k
+        if params == self._stored_code_params and all(
+            code is not None and len(code) == 4 * k for code in loaded.codes
+        ):
+            codes = np.frombuffer(b"".join(loaded.codes), dtype="<i4").reshape(-1, k).astype(np.int64)  # type: ignore[arg-type]
+            if codes.size == 0 or (codes.min() >= 0 and codes.max() < self.config.code_dim):
+                return codes
+
+        # Stale or missing: compute from the text cue of each memory and store.
+        logger.info("Computing the codes of %d memories in %s", len(loaded), self._storage.path)
+        codes = self._make_codes(loaded.embeddings[loaded.cue_offsets[:-1]])
+        with self._storage.transaction():
+            self._storage.store_codes(loaded.rowids, codes)
+            self._storage.set_meta("code_params", params)
+        self._stored_code_params = params
+        return codes
 
     def _close_storage(self) -> None:
         if self._storage is not None:
@@ -288,12 +410,13 @@ class AssociativeMemory:
             is already stored in the namespace returns the existing memory's id
             and stores nothing.
         """
+        # A single string is one cue; everything else is checked in _prepare.
         item = MemoryItem(
-            text=text, id=id, metadata=dict(metadata) if metadata is not None else {},
-            timestamp=timestamp, cues=tuple(cues) if not isinstance(cues, str) else (cues,),  # type: ignore[arg-type]
+            text=text, id=id, metadata=metadata if metadata is not None else {},  # type: ignore[arg-type]
+            timestamp=timestamp, cues=(cues,) if isinstance(cues, str) else cues,  # type: ignore[arg-type]
             session=session,
         )
-        return self.add_many([item], namespace=namespace)[0]
+        return self._add_items([item], namespace, None, 64, False, label_items=False)[0]
 
     def add_many(
         self,
@@ -318,17 +441,40 @@ class AssociativeMemory:
             batch_size: Texts per embedding batch.
             show_progress: Show a progress bar while embedding.
         """
+        return self._add_items(_as_list(items), namespace, session, batch_size, show_progress, label_items=True)
+
+    def _add_items(
+        self,
+        items: list[Any],
+        namespace: NamespaceLike,
+        session: str | None,
+        batch_size: int,
+        show_progress: bool,
+        label_items: bool,
+    ) -> list[str]:
+        """Check, embed and store items; the body of :meth:`add` and :meth:`add_many`."""
         self._check_open()
         namespace = normalize_namespace(namespace)
         if session is not None:
-            _check_optional_str(session, "session")
-        prepared = [self._prepare(item, index, session) for index, item in enumerate(_as_list(items))]
+            check_label(session, "session")
+        batch_size = check_k(batch_size, "batch_size")
+        if batch_size == 0:
+            raise InvalidInputError("batch_size must be >= 1, got 0")
+        prepared = []
+        for index, item in enumerate(items):
+            try:
+                prepared.append(self._prepare(item, session))
+            except NuoNuoError as error:
+                if not label_items:
+                    raise
+                # Same exception class, with the position of the bad item in front.
+                raise type(error)(f"item {index}: {error}") from error
         if not prepared:
             return []
-        ids = [p.entry.id for p in prepared if p.explicit_id]
-        if len(ids) != len(set(ids)):
-            duplicate = next(i for i in ids if ids.count(i) > 1)
-            raise InvalidInputError(f"id {duplicate!r} appears twice in one batch")
+        id_counts = Counter(p.entry.id for p in prepared if p.explicit_id)
+        repeated = [memory_id for memory_id, count in id_counts.items() if count > 1]
+        if repeated:
+            raise InvalidInputError(f"id {repeated[0]!r} appears twice in one batch")
 
         # Embed every distinct cue text once, outside the lock.
         texts: list[str] = []
@@ -340,8 +486,7 @@ class AssociativeMemory:
                     texts.append(cue)
         vectors = self._embed(texts, batch_size=batch_size, show_progress=show_progress)
         per_item = [vectors[[position[c] for c in p.cue_texts]] for p in prepared]
-        primary = torch.from_numpy(np.stack([v[0] for v in per_item])).to(self.device)
-        codes = winner_take_all(primary, self._get_projection(), self.config.k).cpu().numpy()
+        codes = self._make_codes(np.stack([v[0] for v in per_item]))
 
         with self._lock:
             self._check_open()
@@ -394,18 +539,22 @@ class AssociativeMemory:
             previous[entry.session] = entry
 
         if self._storage is not None:
+            params = self._code_params()
             with self._storage.transaction():
                 if self._storage.get_meta("embedding_dim") is None:
                     self._storage.set_meta("embedding_dim", str(self.dim))
-                for entry, item_vectors in zip(entries, vectors):
+                if self._stored_code_params != params:
+                    self._storage.set_meta("code_params", params)
+                for entry, item_vectors, code in zip(entries, vectors, codes):
                     entry.rowid = self._storage.insert_memory(
-                        _stored(entry, item_vectors, partition.namespace)
+                        _stored(entry, item_vectors, code, partition.namespace)
                     )
                 for before, entry in session_links:
                     before_rowid = (
                         partition.entries[before].rowid if isinstance(before, int) else before.rowid  # type: ignore[union-attr]
                     )
                     self._storage.add_association(before_rowid, entry.rowid, "session", 1.0)  # type: ignore[arg-type]
+            self._stored_code_params = params
 
         slots = partition.add_many(entries, vectors, codes)
         slot_of_entry = {id(entry): slot for entry, slot in zip(entries, slots)}
@@ -423,7 +572,7 @@ class AssociativeMemory:
             self.cue_texts = cue_texts
             self.explicit_id = explicit_id
 
-    def _prepare(self, item: Any, index: int, session: str | None) -> AssociativeMemory._Prepared:
+    def _prepare(self, item: Any, session: str | None) -> AssociativeMemory._Prepared:
         """Check one item and work out its cues; raises on bad input."""
         if isinstance(item, str):
             item = MemoryItem(text=item)
@@ -431,19 +580,21 @@ class AssociativeMemory:
             unknown = set(item) - {"text", "id", "metadata", "timestamp", "cues", "session"}
             if unknown:
                 raise InvalidInputError(
-                    f"item {index} has unknown fields {sorted(unknown)}; valid fields: "
+                    f"unknown fields {sorted(map(str, unknown))}; valid fields: "
                     "text, id, metadata, timestamp, cues, session"
                 )
             if "text" not in item:
-                raise InvalidInputError(f"item {index} has no 'text'")
+                raise InvalidInputError("the mapping has no 'text'")
             item = MemoryItem(
-                text=item["text"], id=item.get("id"), metadata=item.get("metadata") or {},
-                timestamp=item.get("timestamp"), cues=tuple(item.get("cues") or ()),
+                text=item["text"], id=item.get("id"),
+                metadata=item["metadata"] if item.get("metadata") is not None else {},
+                timestamp=item.get("timestamp"),
+                cues=item["cues"] if item.get("cues") is not None else (),
                 session=item.get("session"),
             )
         elif not isinstance(item, MemoryItem):
             raise InvalidTypeError(
-                f"item {index} must be a str, a mapping or a MemoryItem, got {type(item).__name__}"
+                f"an item must be a str, a mapping or a MemoryItem, got {type(item).__name__}: {_preview(item)}"
             )
         text = check_text(item.text, "text")
         explicit_id = item.id is not None
@@ -452,10 +603,8 @@ class AssociativeMemory:
         timestamp = parse_timestamp(item.timestamp)
         item_session = item.session if item.session is not None else session
         if item_session is not None:
-            _check_optional_str(item_session, "session")
-        if isinstance(item.cues, str):
-            raise InvalidTypeError("cues must be a sequence of strings, got a single str")
-        extra = [check_text(c, f"cues[{i}]") for i, c in enumerate(item.cues)]
+            check_label(item_session, "session")
+        extra = check_cues(item.cues)
 
         cue_infos, cue_texts = self._cues_for(text, extra)
         entry = Entry(
@@ -659,8 +808,10 @@ class AssociativeMemory:
 
     def count(self, namespace: NamespaceLike = ()) -> int:
         """Number of memories in ``namespace``."""
-        partition = self._partitions.get(normalize_namespace(namespace))
-        return 0 if partition is None else len(partition)
+        namespace = normalize_namespace(namespace)
+        with self._lock:
+            partition = self._partitions.get(namespace)
+            return 0 if partition is None else len(partition)
 
     def namespaces(self) -> list[Namespace]:
         """Namespaces that hold at least one memory, sorted."""
@@ -714,74 +865,112 @@ class AssociativeMemory:
     ) -> MemoryRecord:
         """Change a memory's text (re-embedding it), metadata or extra cues; keeps its id and links.
 
-        ``None`` leaves a field as it is. Returns the updated memory.
+        ``None`` leaves a field as it is. Embedding runs outside the lock. When
+        another thread changes the memory's text or cues meanwhile, the new
+        content is embedded again, so neither change is lost.
+
+        Returns:
+            The updated memory.
+
+        Raises:
+            MemoryNotFoundError: when no memory has ``id``.
         """
         self._check_open()
         memory_id = check_id(id)
         new_text = None if text is None else check_text(text, "text")
         new_metadata = None if metadata is None else check_metadata(metadata)
-        if isinstance(cues, str):
-            raise InvalidTypeError("cues must be a sequence of strings, got a single str")
-        new_cues = None if cues is None else [check_text(c, f"cues[{i}]") for i, c in enumerate(cues)]
-        with self._lock:
-            partition, slot = self._locate(memory_id)
-            current = partition.entries[slot]
-            assert current is not None
-            old_extra = [c.text for c in current.cues if c.kind == "user"]
+        new_cues = None if cues is None else check_cues(cues)
         if new_text is None and new_cues is None:
             if new_metadata is None:
                 return self.get(memory_id)
             with self._lock:
+                self._check_open()
                 partition, slot = self._locate(memory_id)
                 entry = partition.entries[slot]
+                assert entry is not None
                 if self._storage is not None:
                     with self._storage.transaction():
-                        self._storage.update_metadata(entry.rowid, new_metadata)  # type: ignore[union-attr,arg-type]
-                entry.metadata = new_metadata  # type: ignore[union-attr]
+                        self._storage.update_metadata(entry.rowid, new_metadata)  # type: ignore[arg-type]
+                entry.metadata = new_metadata
                 return _record(partition, slot)
 
-        final_text = new_text if new_text is not None else current.text
-        extra = new_cues if new_cues is not None else [c for c in old_extra if c is not None]
-        infos, cue_texts = self._cues_for(final_text, extra)
-        vectors = self._embed(cue_texts)
-        code = winner_take_all(
-            torch.from_numpy(vectors[:1]).to(self.device), self._get_projection(), self.config.k
-        ).cpu().numpy()[0]
-        with self._lock:
-            self._check_open()
-            partition, slot = self._locate(memory_id)
-            current = partition.entries[slot]
-            assert current is not None
-            entry = Entry(
-                id=current.id, rowid=current.rowid, text=final_text,
-                metadata=new_metadata if new_metadata is not None else current.metadata,
-                timestamp=current.timestamp, created_at=current.created_at, session=current.session,
-                content_hash=content_hash(final_text), cues=infos,
-            )
-            if self._storage is not None:
-                with self._storage.transaction():
-                    stored = _stored(entry, vectors)
-                    self._storage.replace_memory_content(
-                        current.rowid, entry.text, entry.metadata, entry.content_hash, stored.cues  # type: ignore[arg-type]
-                    )
-            partition.replace_content(slot, entry, vectors, code)
-            return _record(partition, slot)
+        for attempt in range(_UPDATE_ATTEMPTS):
+            with self._lock:
+                self._check_open()
+                partition, slot = self._locate(memory_id)
+                current = partition.entries[slot]
+                assert current is not None
+                snapshot = _content_of(current)
+            final_text = new_text if new_text is not None else snapshot[0]
+            extra = new_cues if new_cues is not None else list(snapshot[1])
+            infos, cue_texts = self._cues_for(final_text, extra)
+            vectors = self._embed(cue_texts)
+            code = self._make_codes(vectors[:1])[0]
+            with self._lock:
+                self._check_open()
+                partition, slot = self._locate(memory_id)
+                current = partition.entries[slot]
+                assert current is not None
+                if _content_of(current) != snapshot:
+                    # Changed while we embedded: start again from the new content.
+                    continue
+                entry = Entry(
+                    id=current.id, rowid=current.rowid, text=final_text,
+                    metadata=new_metadata if new_metadata is not None else current.metadata,
+                    timestamp=current.timestamp, created_at=current.created_at, session=current.session,
+                    content_hash=content_hash(final_text), cues=infos,
+                )
+                if self._storage is not None:
+                    stored = _stored(entry, vectors, code)
+                    with self._storage.transaction():
+                        self._storage.replace_memory_content(
+                            current.rowid, entry.text, entry.metadata, entry.content_hash,  # type: ignore[arg-type]
+                            stored.cues, code,
+                        )
+                partition.replace_content(slot, entry, vectors, code)
+                _compact_if_sparse(partition)
+                return _record(partition, slot)
+        raise StorageError(
+            f"memory {memory_id!r} changed {_UPDATE_ATTEMPTS} times while it was being updated; try again"
+        )
 
     def delete(self, id: str) -> None:
-        """Delete a memory with its cues and links; raises :class:`MemoryNotFoundError` if none."""
+        """Delete a memory with its cues and links, from RAM and from the file.
+
+        It is never recalled again, directly or through a chain. The file's
+        freed pages are handed back to the file system.
+
+        Raises:
+            MemoryNotFoundError: when no memory has ``id``.
+        """
         self._check_open()
         with self._lock:
+            self._check_open()
             partition, slot = self._locate(id)
             entry = partition.entries[slot]
+            assert entry is not None
             if self._storage is not None:
                 with self._storage.transaction():
-                    self._storage.delete_memories([entry.rowid])  # type: ignore[union-attr,list-item]
-                self._storage.reclaim_space()
+                    self._storage.delete_memories([entry.rowid])  # type: ignore[list-item]
             partition.remove(slot)
-            del self._namespace_of[entry.id]  # type: ignore[union-attr]
+            del self._namespace_of[entry.id]
+            self._reclaim_space()
+
+    def _reclaim_space(self) -> None:
+        """Shrink the file after a delete; a failure only costs space, so it is logged."""
+        if self._storage is None:
+            return
+        try:
+            self._storage.reclaim_space()
+        except StorageError as error:
+            logger.warning("%s", error)
 
     def delete_namespace(self, namespace: NamespaceLike) -> int:
-        """Delete every memory of a namespace; returns how many were deleted."""
+        """Delete every memory of a namespace with their cues and links; returns how many.
+
+        Only the namespace itself: deleting ``("alice",)`` leaves
+        ``("alice", "work")`` in place.
+        """
         self._check_open()
         namespace = normalize_namespace(namespace)
         with self._lock:
@@ -792,10 +981,10 @@ class AssociativeMemory:
             if self._storage is not None:
                 with self._storage.transaction():
                     self._storage.delete_memories([e.rowid for e in entries])  # type: ignore[misc]
-                self._storage.reclaim_space()
             for entry in entries:
                 del self._namespace_of[entry.id]
             del self._partitions[namespace]
+            self._reclaim_space()
             return len(entries)
 
     def clear(self) -> None:
@@ -859,6 +1048,17 @@ def _rare_word_limit(memory_count: int) -> int:
     return max(2, memory_count // 200)
 
 
+def _content_of(entry: Entry) -> tuple[str, tuple[str | None, ...]]:
+    """Return what update() embeds: the text and the caller's extra cues."""
+    return entry.text, tuple(c.text for c in entry.cues if c.kind == "user")
+
+
+def _compact_if_sparse(partition: Partition) -> None:
+    """Drop dead cue rows once they are the majority, as ``Partition.remove`` does."""
+    if partition.dead_cues > max(_MIN_DEAD_CUES, partition.cue_count // 2):
+        partition._compact_cues()
+
+
 def _as_list(items: Any) -> list[Any]:
     if isinstance(items, (str, bytes, Mapping, MemoryItem)):
         raise InvalidTypeError(
@@ -871,12 +1071,13 @@ def _as_list(items: Any) -> list[Any]:
         raise InvalidTypeError(f"items must be an iterable, got {type(items).__name__}") from None
 
 
-def _stored(entry: Entry, vectors: np.ndarray, namespace: Namespace = ()) -> StoredMemory:
+def _stored(entry: Entry, vectors: np.ndarray, code: np.ndarray, namespace: Namespace = ()) -> StoredMemory:
     return StoredMemory(
         rowid=entry.rowid or 0, id=entry.id, namespace=namespace, text=entry.text, metadata=entry.metadata,
         timestamp=entry.timestamp, created_at=entry.created_at, session=entry.session,
         content_hash=entry.content_hash,
         cues=[StoredCue(c.kind, c.start, c.end, c.text, v) for c, v in zip(entry.cues, vectors)],
+        code=code,
     )
 
 
@@ -901,13 +1102,14 @@ def content_hash(text: str) -> str:
 
 
 def check_text(value: Any, name: str = "text") -> str:
-    """Return ``value`` if it is a non-blank string; raise otherwise."""
+    """Return ``value`` if it is a non-blank string that can be stored; raise otherwise."""
     if not isinstance(value, str):
         raise InvalidTypeError(f"{name} must be a str, got {type(value).__name__}: {_preview(value)}")
     if not value.strip():
         raise InvalidInputError(f"{name} must not be empty or blank, got {value!r}")
     if "\x00" in value:
         raise InvalidInputError(f"{name} must not contain NUL characters")
+    _check_encodable(value, name)
     return value
 
 
@@ -915,6 +1117,7 @@ def check_query(value: Any) -> str:
     """Return a query string; blank is allowed (recall returns ``[]``), other types raise."""
     if not isinstance(value, str):
         raise InvalidTypeError(f"query must be a str, got {type(value).__name__}: {_preview(value)}")
+    _check_encodable(value, "query")
     return value
 
 
@@ -924,7 +1127,25 @@ def check_id(value: Any) -> str:
         raise InvalidTypeError(f"id must be a str, got {type(value).__name__}: {_preview(value)}")
     if not value.strip():
         raise InvalidInputError(f"id must not be empty or blank, got {value!r}")
+    _check_encodable(value, "id")
     return value
+
+
+def check_label(value: Any, name: str) -> str:
+    """Return ``value`` if it is a string that can be stored (a session name)."""
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"{name} must be a str, got {type(value).__name__}: {_preview(value)}")
+    _check_encodable(value, name)
+    return value
+
+
+def check_cues(value: Any) -> list[str]:
+    """Return the extra cues as a list if ``value`` is a sequence of non-blank strings."""
+    if isinstance(value, str):
+        raise InvalidTypeError(f"cues must be a list of str, got a single str {_preview(value)}; wrap it in a list")
+    if isinstance(value, (bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidTypeError(f"cues must be a list of str, got {type(value).__name__}: {_preview(value)}")
+    return [check_text(cue, f"cues[{i}]") for i, cue in enumerate(value)]
 
 
 def check_k(value: Any, name: str = "k") -> int:
@@ -946,18 +1167,32 @@ def check_hops(value: Any) -> int:
 
 
 def check_metadata(value: Any) -> dict[str, Any]:
-    """Return a JSON round-tripped copy of ``value`` if it is a JSON-serialisable mapping."""
+    """Return a JSON round-tripped copy of ``value`` if it is a JSON-serialisable mapping.
+
+    ``None`` gives ``{}``. Values must be JSON types: str, int, float, bool,
+    ``None``, lists and dicts of them; floats must be finite.
+    """
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidTypeError(f"metadata must be a mapping, got {type(value).__name__}: {_preview(value)}")
-    for key in value:
+    for key, item in value.items():
         if not isinstance(key, str):
-            raise InvalidTypeError(f"metadata keys must be strings, got {key!r}")
-    try:
-        return json.loads(json.dumps(dict(value), allow_nan=False))
-    except (TypeError, ValueError) as error:
-        raise InvalidInputError(f"metadata must be JSON-serialisable: {error}") from error
+            raise InvalidTypeError(f"metadata keys must be strings, got {type(key).__name__}: {key!r}")
+        _check_encodable(key, "metadata key")
+        try:
+            encoded = json.dumps(item, allow_nan=False, ensure_ascii=False)
+        except TypeError as error:
+            raise InvalidTypeError(
+                f"metadata[{key!r}] must contain only JSON types (str, int, float, bool, None, "
+                f"lists and dicts of them): {error}"
+            ) from None
+        except ValueError as error:
+            raise InvalidInputError(
+                f"metadata[{key!r}] cannot be stored as JSON (NaN, infinity or a circular reference): {error}"
+            ) from None
+        _check_encodable(encoded, f"metadata[{key!r}]")
+    return json.loads(json.dumps(dict(value), allow_nan=False))
 
 
 def parse_timestamp(value: Any) -> float | None:
@@ -966,7 +1201,7 @@ def parse_timestamp(value: Any) -> float | None:
         return None
     if isinstance(value, bool):
         raise InvalidTypeError(f"timestamp must be a number, datetime or ISO string, got {value!r}")
-    if isinstance(value, (int, float)):
+    if isinstance(value, numbers.Real):
         if not math.isfinite(value):
             raise InvalidInputError(f"timestamp must be finite, got {value!r}")
         return float(value)
@@ -988,24 +1223,41 @@ def parse_timestamp(value: Any) -> float | None:
 
 
 def normalize_namespace(value: Any, allow_empty: bool = True) -> Namespace:
-    """Return a namespace tuple from a string or a sequence of strings."""
+    """Return a namespace tuple from a string or a sequence of strings.
+
+    Raises:
+        NamespaceTypeError: for a namespace or label that is not a str.
+        NamespaceError: for an empty label, or an empty namespace when
+            ``allow_empty`` is false.
+    """
     if isinstance(value, str):
         value = (value,)
     if not isinstance(value, (tuple, list)):
-        raise NamespaceError(
+        raise NamespaceTypeError(
             f"namespace must be a str or a tuple of str, got {type(value).__name__}: {_preview(value)}"
         )
     for label in value:
-        if not isinstance(label, str) or not label:
-            raise NamespaceError(f"namespace labels must be non-empty strings, got {tuple(value)!r}")
+        if not isinstance(label, str):
+            raise NamespaceTypeError(
+                f"namespace labels must be str, got {type(label).__name__} {_preview(label)} in {_preview(tuple(value))}"
+            )
+        if not label:
+            raise NamespaceError(f"namespace labels must not be empty, got {tuple(value)!r}")
+        _check_encodable(label, "namespace label")
     if not value and not allow_empty:
         raise NamespaceError("namespace must not be empty")
     return tuple(value)
 
 
-def _check_optional_str(value: Any, name: str) -> None:
-    if not isinstance(value, str):
-        raise InvalidTypeError(f"{name} must be a str, got {type(value).__name__}: {_preview(value)}")
+def _check_encodable(value: str, name: str) -> None:
+    """Raise unless ``value`` can be written as UTF-8 (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidInputError(
+            f"{name} contains an unpaired surrogate {value[error.start]!r} at index {error.start}; "
+            "only valid Unicode text can be stored"
+        ) from None
 
 
 def _preview(value: Any) -> str:
