@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -12,9 +13,10 @@ import os
 import sqlite3
 import threading
 import time
+import unicodedata
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -52,6 +54,21 @@ _UPDATE_ATTEMPTS = 16
 # Dead cue rows a partition keeps before compacting (the threshold of Partition.remove).
 _MIN_DEAD_CUES = 1024
 
+# Sentence-transformers models trained on English text only (their model cards
+# give "language: en"). Their WordPiece tokenizers turn other scripts into
+# [UNK] pieces or single characters, and unrelated texts of such scripts get
+# nearly the same vector. An embedder that sets `english_only` overrides this list.
+ENGLISH_ONLY_MODELS = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
+# A text is unfamiliar to an English-only model when more than this share of its
+# letters and symbols is outside the Latin script.
+UNFAMILIAR_SHARE = 0.5
+# Share of the query's character bigrams that a memory text must contain to be a
+# direct hit when the query or the memory is unfamiliar. A heuristic: related
+# Chinese sentences share about half of their bigrams, unrelated ones a few.
+MIN_CHARACTER_OVERLAP = 0.3
+# Extra candidates fetched for an unfamiliar query before the character check.
+_UNFAMILIAR_EXTRA_CANDIDATES = 50
+
 
 class AssociativeMemory:
     """A long-term memory of texts with single-hop and multi-hop recall.
@@ -70,6 +87,19 @@ class AssociativeMemory:
 
     All methods are thread-safe. The ``a``-prefixed methods run the same work in a
     worker thread, so they do not block the event loop.
+
+    Languages: the default model, all-MiniLM-L6-v2, was trained on English. It
+    reads other Latin-script languages roughly, and other scripts (Chinese,
+    Cyrillic, Arabic, emoji) not at all: its tokenizer turns them into unknown
+    or single-character word pieces, and unrelated texts in them get nearly the
+    same vector (cosine 0.4 to 0.8 between unrelated Chinese sentences, about
+    0.1 between unrelated English ones, in a small sample). So with an
+    English-only model (:data:`ENGLISH_ONLY_MODELS`, or an embedder whose
+    ``english_only`` is true), a direct hit whose text or query is mostly in
+    another script must contain :data:`MIN_CHARACTER_OVERLAP` of the query's
+    character bigrams. Such memories are stored and returned exactly, and found
+    by the characters they share with the query, not by meaning. For meaning
+    across languages, use a multilingual embedder.
 
     Args:
         path: SQLite file to open or create; ``None`` keeps the memory in RAM.
@@ -694,8 +724,11 @@ class AssociativeMemory:
         for ``hops - 1`` more steps, so memories linked to the direct hits are
         returned too, each with the chain of ids (``path``) it was reached through.
 
+        With an English-only model, a query or memory mostly in another script
+        needs shared characters to match; see the class docstring.
+
         Args:
-            query: Text to recall by. A blank query returns ``[]``.
+            query: Text to recall by. An empty or blank query returns ``[]``.
             k: Number of results; 0 returns ``[]``.
             hops: Number of hops; ``config.hops`` when ``None``.
             namespace: Namespace to search.
@@ -703,6 +736,13 @@ class AssociativeMemory:
                 instead of ``namespace``; ``()`` searches all.
             filter: Metadata conditions every result must meet; see
                 :func:`nuonuo_core.filters.validate_filter`.
+
+        Raises:
+            InvalidTypeError: when ``query`` is not a str, or ``k`` or ``hops``
+                not an int.
+            InvalidInputError: when ``k`` is negative or ``hops`` below 1.
+            EmbeddingError: when the embedder returns NaN, infinite values or
+                the wrong shape.
         """
         self._check_open()
         query = check_query(query)
@@ -715,10 +755,25 @@ class AssociativeMemory:
         if not namespaces:
             return []
         query_vector = torch.from_numpy(self._embed([query])[0]).to(self.device)
-        return self.recall_by_vector(
-            query_vector, k, hops=hops, namespaces=namespaces, filter=checked_filter,
-            query_words=content_words(query),
+
+        # With an English-only model, texts in other scripts need shared characters.
+        if not _reads_english_only(self.embedder):
+            return self._recall_vector(query_vector, k, hops, namespaces, checked_filter, content_words(query))
+        query_unfamiliar = unfamiliar_share(query) > UNFAMILIAR_SHARE
+        query_features = character_features(query)
+
+        def is_match(text: str) -> bool:
+            if not query_unfamiliar and unfamiliar_share(text) <= UNFAMILIAR_SHARE:
+                return True
+            return character_overlap(query_features, text) >= MIN_CHARACTER_OVERLAP
+
+        # An unfamiliar query's vector ranks related memories barely above
+        # unrelated ones, so look further down before the check.
+        fetch = k + _UNFAMILIAR_EXTRA_CANDIDATES if query_unfamiliar else k
+        results = self._recall_vector(
+            query_vector, fetch, hops, namespaces, checked_filter, content_words(query), is_match
         )
+        return results[:k]
 
     def recall_by_vector(
         self,
@@ -739,6 +794,9 @@ class AssociativeMemory:
         k = check_k(k)
         hops = self.config.hops if hops is None else check_hops(hops)
         checked_filter = validate_filter(filter)
+        if isinstance(namespaces, str):
+            raise NamespaceTypeError(f"namespaces must be a list of namespaces, got the str {namespaces!r}")
+        targets = [normalize_namespace(namespace) for namespace in namespaces]
         if k == 0:
             return []
         vector = torch.as_tensor(vector, dtype=torch.float32).to(self.device)
@@ -746,7 +804,23 @@ class AssociativeMemory:
             raise InvalidInputError(f"vector must have shape ({self.dim},), got {tuple(vector.shape)}")
         if not torch.isfinite(vector).all() or float(vector.norm()) == 0.0:
             raise InvalidInputError("vector must be finite and non-zero")
-        vector = vector / vector.norm()
+        return self._recall_vector(vector / vector.norm(), k, hops, targets, checked_filter, list(query_words))
+
+    def _recall_vector(
+        self,
+        vector: torch.Tensor,
+        k: int,
+        hops: int,
+        namespaces: Sequence[Namespace],
+        filter: dict[str, Any] | None,
+        query_words: list[str],
+        is_match: Callable[[str], bool] | None = None,
+    ) -> list[RecallResult]:
+        """Recall by a checked unit vector in each namespace and merge the results.
+
+        ``is_match``, when given, must accept the text of the direct hit that
+        starts each result's path; results from a rejected hit are dropped.
+        """
         with self._lock:
             self._check_open()
             found: list[tuple[Partition, Candidate]] = []
@@ -754,8 +828,14 @@ class AssociativeMemory:
                 partition = self._partitions.get(namespace)
                 if partition is None or len(partition) == 0:
                     continue
-                for candidate in partition.recall(vector, list(query_words), k, hops, checked_filter):
-                    found.append((partition, candidate))
+                candidates = partition.recall(vector, query_words, k, hops, filter)
+                if is_match is not None:
+                    accepted = {
+                        c.path[0] for c in candidates
+                        if is_match(partition.entries[c.path[0]].text)  # type: ignore[union-attr]
+                    }
+                    candidates = [c for c in candidates if c.path[0] in accepted]
+                found.extend((partition, candidate) for candidate in candidates)
             found.sort(key=lambda pc: (-pc[1].score, pc[1].hops))
             return [self._result(partition, candidate) for partition, candidate in found[:k]]
 
@@ -1094,6 +1174,73 @@ def _record(partition: Partition, slot: int) -> MemoryRecord:
         session=entry.session,
         cues=tuple(c.resolve(entry.text) for c in entry.cues),
     )
+
+
+def _reads_english_only(embedder: Embedder) -> bool:
+    flag = getattr(embedder, "english_only", None)
+    if isinstance(flag, bool):
+        return flag
+    return embedder.name in ENGLISH_ONLY_MODELS
+
+
+def _is_latin(character: str) -> bool:
+    # Basic Latin to Latin Extended-B, and Latin Extended Additional.
+    code = ord(character)
+    return code < 0x250 or 0x1E00 <= code <= 0x1EFF
+
+
+def _is_counted(character: str) -> bool:
+    # Letters and other symbols (emoji); digits, punctuation and spaces are neutral.
+    return character.isalpha() or unicodedata.category(character) == "So"
+
+
+@functools.lru_cache(maxsize=8192)
+def unfamiliar_share(text: str) -> float:
+    """Return the share of a text's letters and symbols outside the Latin script.
+
+    Chinese, Cyrillic, Arabic or emoji count; digits, punctuation and spaces do
+    not. A text of none of the counted characters gives 0.
+    """
+    counted = 0
+    foreign = 0
+    for character in text:
+        if _is_counted(character):
+            counted += 1
+            if not _is_latin(character):
+                foreign += 1
+    return foreign / counted if counted else 0.0
+
+
+def character_features(text: str) -> frozenset[str]:
+    """Return the character bigrams of a text's runs of letters, digits and symbols.
+
+    The text is NFKC-normalised and case-folded first. A run of one character
+    gives that character, so a single emoji or ideograph is a feature too.
+    """
+    normalized = unicodedata.normalize("NFKC", text).casefold()
+    features: set[str] = set()
+    run: list[str] = []
+    for character in normalized + " ":
+        if character.isalnum() or unicodedata.category(character) == "So":
+            run.append(character)
+            continue
+        if len(run) == 1:
+            features.add(run[0])
+        features.update(a + b for a, b in zip(run, run[1:]))
+        run = []
+    return frozenset(features)
+
+
+def character_overlap(query_features: frozenset[str], text: str) -> float:
+    """Return the share of ``query_features`` found in ``text``; 0 for a query without any."""
+    if not query_features:
+        return 0.0
+    return len(query_features & _cached_features(text)) / len(query_features)
+
+
+@functools.lru_cache(maxsize=8192)
+def _cached_features(text: str) -> frozenset[str]:
+    return character_features(text)
 
 
 def content_hash(text: str) -> str:
