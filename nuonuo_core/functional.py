@@ -11,6 +11,7 @@ so in its name and docstring.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -44,7 +45,9 @@ class Projection:
         return self.weights.shape[0]
 
     def to(self, device: torch.device) -> Projection:
-        """Return a copy of the projection on ``device``."""
+        """Return the projection on ``device``: itself when it is already there."""
+        if self.rotation.device == device:
+            return self
         return Projection(self.rotation.to(device), self.weights.to(device))
 
     def dense(self) -> torch.Tensor:
@@ -82,17 +85,36 @@ def make_projection(
         raise ValueError(
             f"blocks ({blocks}) must divide both input_dim ({input_dim}) and code_dim ({code_dim})"
         )
+    key = (input_dim, code_dim, blocks, seed)
+    with _PROJECTION_LOCK:
+        cached = _PROJECTIONS.get(key)
+        if cached is None:
+            cached = _draw_projection(*key)
+            _PROJECTIONS[key] = cached
+    return cached.to(torch.device(device))
+
+
+def _draw_projection(input_dim: int, code_dim: int, blocks: int, seed: int) -> Projection:
     generator = torch.Generator().manual_seed(seed)
     gaussian = torch.randn(input_dim, input_dim, generator=generator, dtype=torch.float64)
-    rotation, upper = torch.linalg.qr(gaussian)
+    # One thread: a multithreaded QR of this small matrix is slower, badly so on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rotation, upper = torch.linalg.qr(gaussian)
+    finally:
+        torch.set_num_threads(threads)
     # Fix the signs so the rotation does not depend on the QR implementation.
     rotation = rotation * torch.sign(torch.diagonal(upper)).unsqueeze(0)
     weights = torch.randn(
         blocks, input_dim // blocks, code_dim // blocks, generator=generator, dtype=torch.float64
     )
-    return Projection(
-        rotation.to(torch.float32).to(device), weights.to(torch.float32).to(device)
-    )
+    return Projection(rotation.to(torch.float32), weights.to(torch.float32))
+
+
+# Projections already drawn in this process, on the CPU, by their arguments.
+_PROJECTIONS: dict[tuple[int, int, int, int], Projection] = {}
+_PROJECTION_LOCK = threading.Lock()
 
 
 @torch.no_grad()
