@@ -386,7 +386,6 @@ def test_conversation_chain_end_to_end(mode):
 @pytest.mark.slow
 def test_two_hop_fact_reaches_history(real_embedder, mode):
     memory = NuoNuoMemory(embedder=real_embedder, k=3, hops=2)
-    single_hop = NuoNuoMemory(memory=memory.memory, k=3, hops=1)
     turns = [
         ("My dog is Max.", "Got it."),
         ("I work as a nurse in Lisbon.", "Sounds demanding."),
@@ -397,7 +396,22 @@ def test_two_hop_fact_reaches_history(real_embedder, mode):
         save(memory, {"input": question}, {"output": answer}, mode)
 
     assert "Max loves the beach." in load(memory, {"input": "Tell me about my dog"}, mode)["history"]
-    assert "Max loves the beach." not in load(single_hop, {"input": "Tell me about my dog"}, mode)["history"]
+
+
+@pytest.mark.parametrize("hops, expected", [(None, None), (1, 1), (3, 3)])
+def test_k_and_hops_reach_recall(monkeypatch, mode, hops, expected):
+    memory = new_memory(k=2, hops=hops)
+    calls: list[dict[str, Any]] = []
+    original_recall = AssociativeMemory.recall
+
+    def recording_recall(self, query, k=5, **kwargs):
+        calls.append({"query": query, "k": k, **kwargs})
+        return original_recall(self, query, k, **kwargs)
+
+    monkeypatch.setattr(AssociativeMemory, "recall", recording_recall)
+    load(memory, {"input": "my dog"}, mode)
+
+    assert calls == [{"query": "my dog", "k": 2, "hops": expected, "namespace": ()}]
 
 
 # ---------------------------------------------------------------------- construction
