@@ -97,7 +97,9 @@ class NuoNuoMemory(BaseMemory):
     hits. ``None`` uses the memory's ``config.hops``."""
 
     recent_turns: int = 0
-    """Number of latest turns of this session added verbatim after the recalled memories."""
+    """Number of latest turns of this session added verbatim after the recalled
+    memories. It is counted as two memories per turn, so a turn saved without
+    an output lets one memory of an older turn in."""
 
     memory_key: str = "history"
     """Chain input variable that receives the memories."""
@@ -188,7 +190,7 @@ class NuoNuoMemory(BaseMemory):
         return await asyncio.to_thread(self.load_memory_variables, inputs)
 
     def _query_text(self, inputs: dict[str, Any]) -> str | None:
-        """Return the text to recall by, or ``None`` when the inputs hold no turn."""
+        """Return the text to recall by, or ``None`` when the inputs contain no turn."""
         candidates = self._candidate_input_keys(inputs)
         self._load_input_keys = frozenset(candidates)
         if self.input_key is None and not candidates:
