@@ -33,7 +33,7 @@ AI_ROLE = "ai"
 
 DEFAULT_CONFIG = MemoryConfig(deduplicate=False)
 """Configuration of a conversation memory built without one. Deduplication is off
-because a repeated utterance ("Thanks!") is a new turn; merged into one memory,
+because a repeated utterance ("Thanks!") is a new turn. Merged into one memory,
 it would link every turn it follows and draw multi-hop recall to them all."""
 
 # Chain inputs that never hold a turn: LangChain passes stop sequences as "stop".
