@@ -1,16 +1,26 @@
-"""Helpers shared by the benchmarks: data location, embedding cache, metrics."""
+"""Helpers shared by the benchmarks: data location, embedding cache, metrics,
+configuration overrides and output formatting."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import hashlib
+import math
 import os
 import platform
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
+from nuonuo_core.config import LinkWeights, MemoryConfig
 from nuonuo_core.embedding import Embedder
+from nuonuo_core.errors import ConfigError
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,8 +48,23 @@ class CachingEmbedder:
         self._vectors: dict[str, np.ndarray] = {}
         self.misses = 0
         if self.path is not None and self.path.exists():
-            data = np.load(self.path)
-            for key, vector in zip(data["keys"], data["vectors"]):
+            self._load(self.path)
+
+    def _load(self, path: Path) -> None:
+        with np.load(path) as data:
+            model = str(data["model"]) if "model" in data.files else None
+            if model is not None and model != self.name:
+                raise ConfigError(
+                    f"embedding cache {str(path)!r} contains vectors of model {model!r}, "
+                    f"not {self.name!r}; pass another cache path or delete the file"
+                )
+            vectors = data["vectors"]
+            if vectors.size and vectors.shape[1] != self.dim:
+                raise ConfigError(
+                    f"embedding cache {str(path)!r} contains {vectors.shape[1]}-dimensional vectors, "
+                    f"but model {self.name!r} makes {self.dim}"
+                )
+            for key, vector in zip(data["keys"], vectors):
                 self._vectors[str(key)] = vector
 
     @staticmethod
@@ -58,14 +83,22 @@ class CachingEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._vectors[k] for k in keys])
 
+    def __len__(self) -> int:
+        return len(self._vectors)
+
     def save(self) -> None:
-        """Write the cache to ``path``."""
+        """Write the cache to ``path``, replacing the file in one step."""
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = np.array(list(self._vectors.keys()))
         vectors = np.stack(list(self._vectors.values())) if self._vectors else np.zeros((0, self.dim), np.float32)
-        np.savez(self.path, keys=keys, vectors=vectors)
+        # Write through a handle, because np.savez appends ".npz" to a bare name
+        # that lacks it, and the next run would not find the file.
+        partial = self.path.with_name(self.path.name + ".partial")
+        with open(partial, "wb") as handle:
+            np.savez(handle, keys=keys, vectors=vectors, model=np.array(self.name))
+        os.replace(partial, self.path)
 
 
 def machine_description() -> str:
@@ -88,3 +121,170 @@ def recall_at(found: Sequence[str], relevant: Sequence[str], k: int) -> float:
         return 0.0
     top = set(found[:k])
     return sum(1 for r in set(relevant) if r in top) / len(set(relevant))
+
+
+def recall_any_at(found: Sequence[str], relevant: Sequence[str], k: int) -> float:
+    """1.0 when at least one of ``relevant`` is among the first ``k`` of ``found``, else 0.0."""
+    top = set(found[:k])
+    return 1.0 if any(r in top for r in relevant) else 0.0
+
+
+def recall_all_at(found: Sequence[str], relevant: Sequence[str], k: int) -> float:
+    """1.0 when every one of ``relevant`` is among the first ``k`` of ``found``, else 0.0.
+
+    An empty ``relevant`` gives 0.0, as in :func:`recall_at`. Callers leave such
+    questions out.
+    """
+    if not relevant:
+        return 0.0
+    top = set(found[:k])
+    return 1.0 if all(r in top for r in relevant) else 0.0
+
+
+def ndcg_at(found: Sequence[str], relevant: Sequence[str], k: int) -> float:
+    """Binary-relevance NDCG of the first ``k`` of ``found``.
+
+    ``DCG@k = sum(1 / log2(i + 1))`` over the ranks ``i`` (from 1) of the
+    relevant items among the first ``k``. The ideal DCG is that of
+    ``min(len(set(relevant)), k)`` relevant items at ranks 1, 2, and so on. A
+    repeated id in ``found`` counts only at its first rank. Empty ``relevant``
+    gives 0.0.
+    """
+    wanted = set(relevant)
+    if not wanted or k <= 0:
+        return 0.0
+    seen: set[str] = set()
+    dcg = 0.0
+    for rank, item in enumerate(found[:k], start=1):
+        if item in wanted and item not in seen:
+            dcg += 1.0 / math.log2(rank + 1)
+        seen.add(item)
+    ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(wanted), k) + 1))
+    return dcg / ideal
+
+
+def unique_in_order(items: Iterable[T]) -> list[T]:
+    """Return ``items`` with repeats removed, keeping the first occurrence of each."""
+    return list(dict.fromkeys(items))
+
+
+# ---------------------------------------------------------------------- configuration
+
+
+def _parse_value(text: str) -> Any:
+    """Read a command-line value: a Python literal (number, bool, None, quoted
+    string) when it parses as one, ``true``/``false`` in any case as bools, and
+    otherwise the text itself."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
+
+
+def apply_overrides(config: MemoryConfig, settings: Sequence[str]) -> MemoryConfig:
+    """Return ``config`` with ``field=value`` settings applied, such as
+    ``lexical_weight=0.3`` or ``links.session=0`` (a field of :class:`LinkWeights`).
+
+    Raises:
+        ConfigError: on a setting without ``=``, an unknown field, or a value the
+            configuration rejects; the message names the setting.
+    """
+    config_fields = {f.name for f in dataclasses.fields(MemoryConfig)}
+    link_fields = {f.name for f in dataclasses.fields(LinkWeights)}
+    changes: dict[str, Any] = {}
+    link_changes: dict[str, Any] = {}
+    for setting in settings:
+        name, separator, raw = setting.partition("=")
+        name = name.strip()
+        if not separator or not name:
+            raise ConfigError(f"invalid setting {setting!r}: expected field=value, such as lexical_weight=0.3")
+        value = _parse_value(raw)
+        if name.startswith("links."):
+            link_name = name[len("links."):]
+            if link_name not in link_fields:
+                raise ConfigError(
+                    f"unknown link kind {link_name!r} in {setting!r}; valid: "
+                    + ", ".join(f"links.{n}" for n in sorted(link_fields))
+                )
+            link_changes[link_name] = value
+        elif name in config_fields and name != "links":
+            changes[name] = value
+        else:
+            raise ConfigError(
+                f"unknown MemoryConfig field {name!r} in {setting!r}; valid: "
+                + ", ".join(sorted(config_fields - {"links"}) + [f"links.{n}" for n in sorted(link_fields)])
+            )
+    if link_changes:
+        changes["links"] = dataclasses.replace(config.links, **link_changes)
+    try:
+        return config.replace(**changes)
+    except ConfigError as error:
+        raise ConfigError(f"invalid setting among {list(settings)!r}: {error}") from error
+
+
+def describe_overrides(settings: Sequence[str]) -> str:
+    """Join the settings into one line for reports, or return ``"none"`` when there are none."""
+    return ", ".join(settings) if settings else "none"
+
+
+# ---------------------------------------------------------------------- output
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar on standard error."""
+    from tqdm.auto import tqdm
+
+    yield from tqdm(iterable, desc=desc, total=total, file=sys.stderr, mininterval=1.0, leave=False)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, markdown: bool = False) -> str:
+    """Lay out rows as an aligned text table, or as a Markdown table.
+
+    Floats are written with three decimals. Columns that hold a number are
+    right-aligned, the others left-aligned.
+    """
+    cells = [[_cell(value) for value in row] for row in rows]
+    numeric = [
+        any(isinstance(row[i], (int, float, np.number)) and not isinstance(row[i], bool) for row in rows)
+        for i in range(len(headers))
+    ]
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |"]
+        lines.append("|" + "|".join("---:" if n else ":---" for n in numeric) + "|")
+        lines.extend("| " + " | ".join(row) + " |" for row in cells)
+        return "\n".join(lines)
+    widths = [max([len(str(h))] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()
+
+    return "\n".join([line([str(h) for h in headers]), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def source_revision() -> str:
+    """Return the git commit of the working tree, marked when ``nuonuo_core`` has uncommitted changes.
+
+    Returns ``"unknown"`` outside a git checkout.
+    """
+    import subprocess
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--", "nuonuo_core"],
+            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit} with uncommitted changes in nuonuo_core" if changes else commit

@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from nuonuo_core.loaders import LocomoConversation, read_locomo
+from nuonuo_core.loaders import LocomoConversation, locomo_items, read_locomo
 
 LOCOMO_CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+
+
+@dataclass(frozen=True)
+class Document:
+    """One item of a corpus: a memory for NuoNuo, a row or a document for the baselines."""
+
+    id: str
+    """Id the metrics compare against the relevant ids."""
+
+    text: str
+    """Text that is embedded and indexed."""
+
+    session: str | None = None
+    """Conversation session; NuoNuo links consecutive items of one session."""
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Values stored with the memory; no system ranks by them."""
+
+    timestamp: float | None = None
+    """When the item happened, as POSIX seconds."""
 
 
 @dataclass(frozen=True)
@@ -81,3 +102,65 @@ def load_musique(data_dir: Path) -> tuple[list[Passage], list[RetrievalQuestion]
         for q in raw
     ]
     return corpus, questions
+
+
+@dataclass
+class RetrievalTask:
+    """A data set ready for evaluation: corpora to index and questions to ask."""
+
+    name: str
+    """Name printed in tables, such as ``"LoCoMo"``."""
+
+    corpora: dict[str, list[Document]]
+    """Corpus name -> its documents. Each corpus is indexed on its own."""
+
+    questions: list[RetrievalQuestion]
+    """Questions; each names the corpus it is asked against."""
+
+    ks: tuple[int, ...]
+    """Cut-offs at which recall is reported."""
+
+    categories: tuple[str, ...] = ()
+    """Question categories reported on their own, in this order."""
+
+    label_of: dict[str, str] | None = None
+    """Document id -> the label that relevant ids name (MuSiQue: the title);
+    ``None`` when relevant ids are document ids."""
+
+    def labels(self, ids: list[str]) -> list[str]:
+        """Map retrieved document ids to the labels the relevant ids use."""
+        if self.label_of is None:
+            return ids
+        return [self.label_of[i] for i in ids]
+
+
+def locomo_task(data_dir: Path) -> RetrievalTask:
+    """LoCoMo evidence recall: one document per turn, one corpus per conversation.
+
+    Document text is ``"<speaker>: <text>"`` with the session date as metadata
+    and timestamp; the session of a turn is its LoCoMo session.
+    """
+    conversations, questions = load_locomo(data_dir)
+    corpora = {}
+    for conversation in conversations:
+        corpora[conversation.name] = [
+            Document(item.id, item.text, item.session, dict(item.metadata), item.timestamp)  # type: ignore[arg-type]
+            for item in locomo_items(conversation)
+        ]
+    return RetrievalTask("LoCoMo", corpora, questions, (5, 10), tuple(LOCOMO_CATEGORIES.values()))
+
+
+def musique_task(data_dir: Path) -> RetrievalTask:
+    """MuSiQue supporting-passage recall over its 1,890-passage corpus.
+
+    Titles are not unique, so each passage's id is its index in ``corpus.json``;
+    recall compares the titles of the retrieved passages with the supporting
+    titles. Document text is ``"<title>\n<text>"``; passages have no session.
+    """
+    passages, questions = load_musique(data_dir)
+    documents = [
+        Document(str(index), passage.memory_text, metadata={"title": passage.title})
+        for index, passage in enumerate(passages)
+    ]
+    label_of = {str(index): passage.title for index, passage in enumerate(passages)}
+    return RetrievalTask("MuSiQue", {"musique": documents}, questions, (2, 5), label_of=label_of)
