@@ -1215,13 +1215,18 @@ def character_features(text: str) -> frozenset[str]:
     """Return the character bigrams of a text's runs of letters, digits and symbols.
 
     The text is NFKC-normalised and case-folded first. A run of one character
-    gives that character, so a single emoji or ideograph is a feature too.
+    gives that character, and every symbol (an emoji) is a feature on its own
+    too, so "🍕" matches "great 🍕🎉".
     """
     normalized = unicodedata.normalize("NFKC", text).casefold()
     features: set[str] = set()
     run: list[str] = []
     for character in normalized + " ":
-        if character.isalnum() or unicodedata.category(character) == "So":
+        if unicodedata.category(character) == "So":
+            features.add(character)
+            run.append(character)
+            continue
+        if character.isalnum():
             run.append(character)
             continue
         if len(run) == 1:
