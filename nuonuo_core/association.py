@@ -338,6 +338,7 @@ class Association:
         self,
         activation: dict[int, float],
         blocked: dict[int, set[int]] | None = None,
+        gate: np.ndarray | None = None,
     ) -> SpreadStep:
         """Run one hop of spreading activation from memories with given activation.
 
@@ -373,11 +374,15 @@ class Association:
                 for n, w in self.neighbours(slot).items()
                 if n not in excluded and self._alive[n]
             }
+            if gate is not None:
+                neighbours = {n: w * gate[n] for n, w in neighbours.items()}
             total = sum(neighbours.values())
             if total <= 0.0:
                 continue
             for neighbour, weight in neighbours.items():
                 contribution = amount * weight / total
+                if contribution <= 0.0:
+                    continue
                 reached[neighbour] = reached.get(neighbour, 0.0) + contribution
                 if contribution > best_from.get(neighbour, (0.0, -1))[0]:
                     best_from[neighbour] = (contribution, slot)

@@ -83,15 +83,25 @@ class MemoryConfig:
     the rest is taken at the query itself. 0 ranks candidates in the order of
     their scores; 1 ranks them purely by the settled attention."""
 
-    lexical_weight: float = 0.0
-    """Weight of the lexical (BM25) score beside the dense cue score. 0 turns the
-    lexical cues off."""
+    lexical_weight: float = 0.3
+    """Weight of the lexical (BM25) score, normalised to the best match, beside
+    the dense cue score. 0 turns the lexical cues off."""
 
-    hops: int = 1
+    sentence_cue_weight: float = 0.5
+    """How far a memory's score moves from its text cue's similarity toward its
+    best sentence or chunk cue's, when that one is higher: 0 ignores those cues
+    for ranking, 1 ranks by the best cue alone."""
+
+    hops: int = 3
     """Default number of hops of ``recall``: 1 is single-hop recall."""
 
     hop_decay: float = 0.5
-    """Factor applied to a memory's score for every hop it is away from the query."""
+    """Share of a memory's activation that it passes on at each hop."""
+
+    hop_gate: float = 4.0
+    """Inverse temperature with which the query steers each hop: a memory shares
+    its activation among its linked memories in proportion to link weight times
+    ``exp(hop_gate * (score - best score))``. 0 spreads by link weight alone."""
 
     links: LinkWeights = field(default_factory=LinkWeights)
     """Weights of each kind of association."""
@@ -144,11 +154,11 @@ class MemoryConfig:
             value = getattr(self, name)
             if not _is_real(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
-        for name in ("settle_weight", "hop_decay"):
+        for name in ("settle_weight", "hop_decay", "sentence_cue_weight"):
             value = getattr(self, name)
             if not _is_real(value) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be a number from 0 to 1, got {value!r}")
-        for name in ("lexical_weight",):
+        for name in ("lexical_weight", "hop_gate"):
             value = getattr(self, name)
             if not _is_real(value) or value < 0:
                 raise ConfigError(f"{name} must be a number >= 0, got {value!r}")

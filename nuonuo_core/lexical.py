@@ -106,3 +106,90 @@ class LexicalIndex:
                 if other != slot:
                     neighbours[other] = neighbours.get(other, 0.0) + weight
         return neighbours
+
+
+class EntityIndex:
+    """Which memories mention which names, for linking memories that share a rare name.
+
+    Not thread-safe; its owner serialises access.
+    """
+
+    def __init__(self, subject_weight: float = 10.0) -> None:
+        self.subject_weight = subject_weight
+        self._postings: dict[str, set[int]] = {}
+        self._names: dict[int, set[str]] = {}
+        self._subject_of: dict[int, str] = {}
+        self._about: dict[str, set[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def add(self, slot: int, names: set[str], subject: str | None = None) -> None:
+        """Index the names of ``slot`` and what it is about, replacing what it had."""
+        self.remove(slot)
+        self._names[slot] = set(names)
+        for name in names:
+            self._postings.setdefault(name, set()).add(slot)
+        if subject:
+            self._subject_of[slot] = subject
+            self._about.setdefault(subject, set()).add(slot)
+
+    def remove(self, slot: int) -> None:
+        """Drop ``slot``; nothing happens if it is not there."""
+        for name in self._names.pop(slot, ()):
+            posting = self._postings[name]
+            posting.discard(slot)
+            if not posting:
+                del self._postings[name]
+        subject = self._subject_of.pop(slot, None)
+        if subject is not None:
+            about = self._about[subject]
+            about.discard(slot)
+            if not about:
+                del self._about[subject]
+
+    def neighbours(self, slot: int, max_df: int) -> dict[int, float]:
+        """Memories that share a rare name with ``slot``, weighted by the names' idf.
+
+        A name is rare when at most ``max_df`` memories mention it. When a name
+        and a longer name containing it link the same pair, both count.
+        """
+        names = self._names.get(slot)
+        if not names:
+            return {}
+        n = len(self._names)
+        neighbours: dict[int, float] = {}
+        for name in names:
+            posting = self._postings[name]
+            df = len(posting)
+            if 2 <= df <= max_df:
+                weight = self._idf(df, n)
+                for other in posting:
+                    if other != slot:
+                        neighbours[other] = neighbours.get(other, 0.0) + weight
+            # A memory that mentions what another memory is about links to it.
+            about = self._about.get(name)
+            if about and len(posting) <= self.subject_limit(n):
+                weight = self.subject_weight * self._idf(len(posting), n)
+                for other in about:
+                    if other != slot:
+                        neighbours[other] = neighbours.get(other, 0.0) + weight
+        # ...and the link runs both ways: memories that mention this one's subject.
+        subject = self._subject_of.get(slot)
+        if subject is not None:
+            posting = self._postings.get(subject, set())
+            if len(posting) <= self.subject_limit(n):
+                weight = self.subject_weight * self._idf(len(posting), n)
+                for other in posting:
+                    if other != slot:
+                        neighbours[other] = neighbours.get(other, 0.0) + weight
+        return neighbours
+
+    @staticmethod
+    def subject_limit(count: int) -> int:
+        """How many memories may mention a subject for mentions of it to still link."""
+        return max(2, count // 50)
+
+    @staticmethod
+    def _idf(df: int, n: int) -> float:
+        return math.log(1.0 + (n - df + 0.5) / (df + 0.5))

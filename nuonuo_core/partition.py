@@ -17,8 +17,8 @@ from nuonuo_core.association import Association
 from nuonuo_core.config import MemoryConfig
 from nuonuo_core.filters import matches_filter
 from nuonuo_core.functional import hopfield_settle
-from nuonuo_core.lexical import LexicalIndex
-from nuonuo_core.text import content_words
+from nuonuo_core.lexical import EntityIndex, LexicalIndex
+from nuonuo_core.text import entity_phrases, lexical_terms, memory_subject
 from nuonuo_core.types import Namespace
 
 _INITIAL_CUE_CAPACITY = 64
@@ -97,12 +97,17 @@ class Partition:
         self.last_in_session: dict[str, int] = {}
         self.cue_vectors = torch.zeros(_INITIAL_CUE_CAPACITY, dim, dtype=torch.float32, device=device)
         self.cue_owner = np.full(_INITIAL_CUE_CAPACITY, -1, dtype=np.int64)
+        # Row of each slot's text cue (-1 for a free slot), and whether the
+        # memory is split into chunks because the model reads only its beginning.
+        self.text_row = np.full(0, -1, dtype=np.int64)
+        self.chunked = np.zeros(0, dtype=bool)
         self.cue_count = 0
         self.dead_cues = 0
         self.association = Association(
             config.code_dim, config.k, {"explicit": config.links.explicit, "session": config.links.session}
         )
         self.lexical = LexicalIndex()
+        self.entities = EntityIndex()
 
     # ------------------------------------------------------------------ size
 
@@ -138,8 +143,9 @@ class Partition:
         self.slot_of[entry.id] = slot
         self.slot_of_hash.setdefault(entry.content_hash, slot)
         entry.cue_rows = self._append_cues(slot, vectors)
+        self._set_text_rows([slot], [entry])
         self.association.set_codes(np.array([slot]), code[None, :])
-        self.lexical.add(slot, content_words(entry.text))
+        self._index_words(slot, entry)
         if entry.session is not None:
             self.last_in_session[entry.session] = slot
         return slot
@@ -163,9 +169,10 @@ class Partition:
         for entry, block in zip(entries, vectors):
             entry.cue_rows = rows[start : start + block.shape[0]]
             start += block.shape[0]
+        self._set_text_rows(slots, entries)
         self.association.set_codes(np.asarray(slots, dtype=np.int64), codes)
         for slot, entry in zip(slots, entries):
-            self.lexical.add(slot, content_words(entry.text))
+            self._index_words(slot, entry)
             if entry.session is not None:
                 self.last_in_session[entry.session] = slot
         return slots
@@ -180,8 +187,25 @@ class Partition:
         self.entries[slot] = entry
         self.slot_of_hash.setdefault(entry.content_hash, slot)
         entry.cue_rows = self._append_cues(slot, vectors)
+        self._set_text_rows([slot], [entry])
         self.association.set_codes(np.array([slot]), code[None, :])
-        self.lexical.add(slot, content_words(entry.text))
+        self._index_words(slot, entry)
+
+    def _set_text_rows(self, slots: list[int], entries: list[Entry]) -> None:
+        if len(self.entries) > self.text_row.shape[0]:
+            grown = np.full(max(len(self.entries), 2 * self.text_row.shape[0]), -1, dtype=np.int64)
+            grown[: self.text_row.shape[0]] = self.text_row
+            self.text_row = grown
+            chunked = np.zeros(grown.shape[0], dtype=bool)
+            chunked[: self.chunked.shape[0]] = self.chunked
+            self.chunked = chunked
+        for slot, entry in zip(slots, entries):
+            self.text_row[slot] = entry.cue_rows[0]
+            self.chunked[slot] = any(cue.kind == "chunk" for cue in entry.cues)
+
+    def _index_words(self, slot: int, entry: Entry) -> None:
+        self.lexical.add(slot, lexical_terms(entry.text))
+        self.entities.add(slot, entity_phrases(entry.text), memory_subject(entry.text))
 
     def remove(self, slot: int) -> Entry:
         """Delete the memory in ``slot`` with its cues, code and links; returns its entry."""
@@ -190,6 +214,7 @@ class Partition:
         self._kill_cues(entry.cue_rows)
         self.association.kill(slot)
         self.lexical.remove(slot)
+        self.entities.remove(slot)
         del self.slot_of[entry.id]
         if self.slot_of_hash.get(entry.content_hash) == slot:
             del self.slot_of_hash[entry.content_hash]
@@ -201,6 +226,7 @@ class Partition:
         if entry.session is not None and self.last_in_session.get(entry.session) == slot:
             del self.last_in_session[entry.session]
         self.entries[slot] = None
+        self.text_row[slot] = -1
         self.free_slots.append(slot)
         if self.dead_cues > max(1024, self.cue_count // 2):
             self._compact_cues()
@@ -243,9 +269,10 @@ class Partition:
         self.cue_owner[keep.shape[0] : self.cue_count] = -1
         self.cue_count = int(keep.shape[0])
         self.dead_cues = 0
-        for entry in self.entries:
+        for slot, entry in enumerate(self.entries):
             if entry is not None:
                 entry.cue_rows = [int(new_row[r]) for r in entry.cue_rows]
+                self.text_row[slot] = entry.cue_rows[0]
 
     # ------------------------------------------------------------------ recall
 
@@ -268,8 +295,9 @@ class Partition:
             empty = np.zeros(0, dtype=np.int64)
             return empty, np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.float64), empty
         with torch.no_grad():
-            cue_scores = (self.cue_vectors[: self.cue_count] @ query).to("cpu").numpy().astype(np.float64)
+            all_scores = (self.cue_vectors[: self.cue_count] @ query).to("cpu").numpy().astype(np.float64)
         owners = self.cue_owner[: self.cue_count]
+        cue_scores = all_scores
         live = owners >= 0
         cue_rows = np.nonzero(live)[0]
         owners = owners[live]
@@ -290,12 +318,19 @@ class Partition:
             slots, similarity, rows = slots[keep], similarity[keep], rows[keep]
 
         scores = similarity
+        # A memory scores by its text cue, raised part of the way toward its best
+        # other cue: a matching sentence helps without outweighing the whole text.
+        # A chunked text scores by its best chunk, since its text cue sees only
+        # the beginning.
+        text_similarity = all_scores[self.text_row[slots]]
+        weight = np.where(self.chunked[slots], 1.0, self.config.sentence_cue_weight)
+        scores = text_similarity + weight * np.maximum(0.0, similarity - text_similarity)
         if self.config.lexical_weight > 0 and query_words:
             lex_slots, lex_scores = self.lexical.score(query_words)
             if lex_scores.size:
                 lexical = np.zeros(len(self.entries), dtype=np.float64)
                 lexical[lex_slots] = lex_scores / lex_scores.max()
-                scores = similarity + self.config.lexical_weight * lexical[slots]
+                scores = scores + self.config.lexical_weight * lexical[slots]
         return slots, scores, similarity, rows
 
     def allowed_mask(self, filter: dict[str, Any] | None) -> np.ndarray | None:
@@ -359,7 +394,7 @@ class Partition:
             for s, a, v, r in zip(cand_slots, attention, cand_similarity, cand_rows)
         }
         if hops > 1:
-            self._spread(candidates, hops, allowed, slots, similarity)
+            self._spread(candidates, hops, allowed, slots, similarity, scores)
         ranked = sorted(candidates.values(), key=lambda c: (-c.score, c.hops, c.slot))
         return ranked[:k]
 
@@ -370,6 +405,7 @@ class Partition:
         allowed: np.ndarray | None,
         scored_slots: np.ndarray,
         similarity: np.ndarray,
+        scores: np.ndarray,
     ) -> None:
         """Spread the candidates' attention through the association, in place.
 
@@ -384,6 +420,9 @@ class Partition:
         decay = self.config.hop_decay
         similarity_of = np.zeros(len(self.entries), dtype=np.float64)
         similarity_of[scored_slots] = similarity
+        gate_beta = self.config.hop_gate
+        gate = np.zeros(len(self.entries), dtype=np.float64)
+        gate[scored_slots] = np.exp(gate_beta * (scores - scores.max()))
         total = {slot: c.score for slot, c in candidates.items()}
         best = {slot: (c.score, c.path, 0) for slot, c in candidates.items()}
         term = {slot: c.score for slot, c in candidates.items() if c.score > 0}
@@ -392,7 +431,7 @@ class Partition:
             if not term:
                 break
             blocked = {slot: set(term_path[slot]) for slot in term}
-            step = self.association.spread(term, blocked=blocked)
+            step = self.association.spread(term, blocked=blocked, gate=gate if gate_beta > 0 else None)
             next_term: dict[int, float] = {}
             next_path: dict[int, tuple[int, ...]] = {}
             for slot, activation, source in zip(
@@ -401,6 +440,8 @@ class Partition:
                 if allowed is not None and not allowed[slot]:
                     continue
                 mass = decay * activation
+                if mass <= 0.0:
+                    continue
                 path = term_path[source] + (slot,)
                 next_term[slot] = mass
                 next_path[slot] = path
@@ -415,11 +456,8 @@ class Partition:
             candidates[slot] = Candidate(slot, score, float(similarity_of[slot]), hop, path, origin.cue_row)
 
     def set_entity_links(self, weight: float, max_df: Callable[[int], int]) -> None:
-        """Link memories that share rare words, derived on demand from the lexical index."""
-        if weight <= 0:
-            self.association.derived.pop("entity", None)
-            return
+        """Link memories that share rare names, derived on demand from the entity index."""
         self.association.kind_weights["entity"] = weight
-        self.association.derived["entity"] = lambda slot: self.lexical.rare_neighbours(
-            slot, max_df(len(self.lexical))
+        self.association.derived["entity"] = lambda slot: self.entities.neighbours(
+            slot, max_df(len(self.entities))
         )

@@ -7,8 +7,9 @@ import unicodedata
 from dataclasses import dataclass
 
 # A sentence ends at ., ! or ? (possibly repeated, possibly followed by a closing
-# quote or bracket) before white space, or at a line break.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
+# quote or bracket) before white space, or at a line break; an initial such as
+# the "W." of "Harris W. Fawell" does not end one.
+_SENTENCE_END = re.compile(r"(?<![\s.][A-Z]\.)(?<=[.!?])[\"')\]]*\s+|\n+")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 # Frequent English function words; they carry no lexical evidence.
@@ -123,3 +124,98 @@ def fold_word(word: str) -> str:
                 return word
             return stem
     return word
+
+
+# Lower-case words that may sit inside a name: "Bank of England", "Charles de Gaulle".
+_NAME_JOINERS = frozenset({"of", "de", "du", "la", "le", "von", "van", "der", "den", "da", "di", "del", "and", "the", "y"})
+
+
+def entity_phrases(text: str) -> set[str]:
+    """Return the names a text mentions, lower-cased.
+
+    A name is a run of capitalised words, possibly joined by words such as "of"
+    or "de" ("Journal of Psychotherapy Integration", "G. Stanley Hall"); every
+    contiguous run of two or more of its words is returned too, and so are its
+    single words that are not stopwords. A capitalised stopword that opens a
+    sentence ("The", "When") is not a name.
+    """
+    names: set[str] = set()
+    for sentence in sentence_spans(text):
+        tokens = re.findall(r"[\w'’\-.]+", text[sentence.start : sentence.end])
+        run: list[str] = []
+        for position, token in enumerate(tokens + [""]):
+            clean = token.strip(".'’-")
+            # Capitalised stopwords ("The", "I", "When") are not part of a name.
+            is_name = bool(clean) and clean[0].isupper() and clean.lower() not in STOPWORDS
+            if is_name:
+                run.append(clean.lower())
+                continue
+            if run and clean.lower() in _NAME_JOINERS and position + 1 < len(tokens):
+                following = tokens[position + 1].strip(".'’-")
+                if following and following[0].isupper():
+                    run.append(clean.lower())
+                    continue
+            _add_name(run, names)
+            run = []
+    return names
+
+
+def _add_name(run: list[str], names: set[str]) -> None:
+    while run and run[-1] in _NAME_JOINERS:
+        run = run[:-1]
+    if not run:
+        return
+    for start in range(len(run)):
+        for end in range(start + 1, len(run) + 1):
+            words_in = run[start:end]
+            if words_in[0] in _NAME_JOINERS or words_in[-1] in _NAME_JOINERS:
+                continue
+            if len(words_in) == 1 and (words_in[0] in STOPWORDS or len(words_in[0]) < 2):
+                continue
+            names.add(" ".join(words_in))
+
+
+_SPEAKER = re.compile(r"^\s*([A-Z][\w'’\-]*(?: [A-Z][\w'’\-]*){0,2})\s*:\s+\S")
+
+
+def memory_subject(text: str) -> str | None:
+    """Return who or what a memory is about, lower-cased, or ``None``.
+
+    For a turn of dialogue written ``"Speaker: text"`` it is the speaker; for a
+    titled text it is the heading (see :func:`heading_subject`).
+    """
+    match = _SPEAKER.match(text)
+    if match:
+        return match.group(1).lower()
+    return heading_subject(text)
+
+
+def heading_subject(text: str, max_words: int = 12) -> str | None:
+    """Return what a titled text is about: its first line, when that line is a short heading.
+
+    A text has a heading when its first line has at most ``max_words`` words and
+    more lines follow ("Kassel\\nKassel is a city..."). A trailing qualifier in
+    brackets or after a comma is dropped ("Brother (Pearl Jam song)" gives
+    "brother", "West Chicago, Illinois" gives "west chicago"). Returns the
+    subject lower-cased with punctuation removed, or ``None``.
+    """
+    first, newline, rest = text.partition("\n")
+    if not newline or not rest.strip():
+        return None
+    heading = first.strip()
+    if not heading or len(heading.split()) > max_words:
+        return None
+    heading = re.sub(r"\s*\(.*?\)\s*$", "", heading)
+    heading = heading.split(",")[0]
+    subject = " ".join(w.lower() for w in re.findall(r"[\w'’\-.]+", heading)).strip(".'’- ")
+    subject = " ".join(w.strip(".'’-") for w in subject.split())
+    return subject or None
+
+
+def lexical_terms(text: str) -> list[str]:
+    """Terms of a text for lexical matching: its content words, then each name of
+    two or more words as one term ("west chicago"), so that a shared name counts
+    more than its words apart."""
+    terms = content_words(text)
+    terms.extend(sorted(name for name in entity_phrases(text) if " " in name))
+    return terms
