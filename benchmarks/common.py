@@ -86,6 +86,10 @@ class CachingEmbedder:
     def __len__(self) -> int:
         return len(self._vectors)
 
+    def count_missing(self, texts: Sequence[str]) -> int:
+        """Return how many distinct texts of ``texts`` are not cached yet."""
+        return sum(1 for key in {self._key(t) for t in texts} if key not in self._vectors)
+
     def save(self) -> None:
         """Write the cache to ``path``, replacing the file in one step."""
         if self.path is None:

@@ -90,6 +90,8 @@ NUONUO_SYSTEMS: dict[str, NuoNuoSystem] = {
 }
 
 BASELINE_SYSTEMS = ("flat", "bm25", "fusion")
+OVERRIDE_MARK = " *"
+"""Appended to the names of NuoNuo systems whose configuration ``--set`` changed."""
 SYSTEM_CHOICES = BASELINE_SYSTEMS + tuple(NUONUO_SYSTEMS)
 DATASET_CHOICES = ("locomo", "musique")
 
@@ -196,7 +198,8 @@ def build_systems(systems: Sequence[str], embedder: Embedder, settings: Sequence
             config = configs[name]
             if config not in memories:
                 memories[config] = _SharedMemory(config, embedder)
-            built.append(NuoNuoRetriever(NUONUO_SYSTEMS[name].label, memories[config], NUONUO_SYSTEMS[name].hops))
+            label = NUONUO_SYSTEMS[name].label + (OVERRIDE_MARK if settings else "")
+            built.append(NuoNuoRetriever(label, memories[config], NUONUO_SYSTEMS[name].hops))
     return built
 
 
@@ -317,9 +320,11 @@ def write_report(
         f"- Embedding model: {context['model']}, shared by every system",
         f"- NuoNuo configuration overrides (--set): {context['settings']}",
         f"- BM25: {BM25_TOKENIZER}; fusion: reciprocal rank, k={RRF_K}, top {FUSION_DEPTH} of each",
-        f"- Wall time: {context['seconds']:.0f} s",
+        f"- Wall time: {context['seconds']:.0f} s, of which {context['embedding_seconds']:.0f} s embedding "
+        f"{context['embedded_texts']} texts not in the cache",
         "",
-        "The NuoNuo rows reflect the core's configuration and scoring at this revision.",
+        "The NuoNuo rows reflect the core's configuration and scoring at this revision."
+        + (f" Rows marked {OVERRIDE_MARK.strip()} use the overrides above." if context["settings"] != "none" else ""),
         "",
     ]
     for task in tasks:
@@ -387,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     if reason is not None:
         print(reason, file=sys.stderr)
         return 2
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     systems_chosen = unique_in_order(args.systems)
     try:
         configs = nuonuo_configs(args.settings, systems_chosen)
@@ -401,9 +408,12 @@ def main(argv: list[str] | None = None) -> int:
         tasks.append(musique_task(data_dir))
     embedder = CachingEmbedder(load_embedder(device=None if args.device == "auto" else args.device), args.cache)
     texts = unique_in_order(t for task in tasks for t in texts_to_embed(task, list(configs.values())))
-    print(f"Embedding {len(texts)} texts ({len(embedder)} cached) with {embedder.name}...", file=sys.stderr)
+    missing = embedder.count_missing(texts)
+    print(f"Embedding {missing} of {len(texts)} texts with {embedder.name} (the rest are cached)...", file=sys.stderr)
+    embedding_started = time.perf_counter()
     embedder.encode(texts, batch_size=args.batch_size, show_progress=True)
     embedder.save()
+    embedding_seconds = time.perf_counter() - embedding_started
 
     # Every task gets fresh systems, so its corpora are not mixed with another's.
     results: dict[str, Scores] = {}
@@ -422,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": embedder.name,
         "settings": describe_overrides(args.settings),
         "seconds": seconds,
+        "embedding_seconds": embedding_seconds,
+        "embedded_texts": missing,
     }
     for task in tasks:
         print(f"\n{task_tables(task, results[task.name])}")
@@ -431,9 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_report(out, tasks, results, context)
     draw_chart(tasks, results, out / "quality.png")
-    print(f"\nNuoNuo configuration overrides: {context['settings']}; source revision {context['revision']}")
+    print(f"\nNuoNuo configuration overrides (rows marked{OVERRIDE_MARK}): {context['settings']}")
+    print(f"Source revision: {context['revision']}")
     print(f"Wrote {out / 'report.md'}, {out / 'results.json'} and {out / 'quality.png'}")
-    print(f"{seconds:.0f} s on {context['machine']}")
+    print(f"{seconds:.0f} s ({embedding_seconds:.0f} s embedding {missing} texts) on {context['machine']}")
     return 0
 
 
