@@ -824,11 +824,24 @@ class AssociativeMemory:
         with self._lock:
             self._check_open()
             found: list[tuple[Partition, Candidate]] = []
-            for namespace in namespaces:
-                partition = self._partitions.get(namespace)
-                if partition is None or len(partition) == 0:
+            partitions = [self._partitions.get(namespace) for namespace in namespaces]
+            partitions = [p for p in partitions if p is not None and len(p) > 0]
+            hits = [p.direct_hits(vector, query_words, k, filter) for p in partitions]
+            log_normalizer = None
+            if len(partitions) > 1:
+                # Share attention among the candidates of all namespaces, so that
+                # scores from different namespaces compare.
+                pooled = [h.top_scores() for h in hits if h is not None]
+                if pooled:
+                    scores = np.sort(np.concatenate(pooled))[::-1]
+                    scores = scores[: max(self.config.hopfield_candidates, k)]
+                    log_normalizer = float(_logsumexp(self.config.beta * scores))
+            for partition, partition_hits in zip(partitions, hits):
+                if partition_hits is None:
                     continue
-                candidates = partition.recall(vector, query_words, k, hops, filter)
+                candidates = partition.recall(
+                    vector, query_words, k, hops, filter, hits=partition_hits, log_normalizer=log_normalizer
+                )
                 if is_match is not None:
                     accepted = {
                         c.path[0] for c in candidates
@@ -1121,6 +1134,11 @@ class AssociativeMemory:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _logsumexp(values: np.ndarray) -> float:
+    peak = float(values.max())
+    return peak + float(np.log(np.exp(values - peak).sum()))
 
 
 def _rare_word_limit(memory_count: int) -> int:

@@ -64,6 +64,23 @@ class Entry:
 
 
 @dataclass
+class DirectHits:
+    """Stage 1 of recall in one partition: every allowed memory's scores and the top ones."""
+
+    slots: np.ndarray
+    scores: np.ndarray
+    similarity: np.ndarray
+    rows: np.ndarray
+    top: np.ndarray
+    """Positions in ``slots`` of the candidates, best first."""
+    allowed: np.ndarray | None
+
+    def top_scores(self) -> np.ndarray:
+        """Scores of the candidates, best first."""
+        return self.scores[self.top]
+
+
+@dataclass
 class Candidate:
     """A memory scored by recall inside one partition."""
 
@@ -343,6 +360,31 @@ class Partition:
                 mask[slot] = True
         return mask
 
+    def direct_hits(
+        self,
+        query: torch.Tensor,
+        query_words: list[str],
+        k: int,
+        filter: dict[str, Any] | None,
+    ) -> DirectHits | None:
+        """Stage 1 of recall: score every allowed memory and keep the top candidates.
+
+        Keeps the best ``hopfield_candidates`` (at least ``k``) whose best cue
+        reaches ``min_score``; returns ``None`` when there are none.
+        """
+        config = self.config
+        allowed = self.allowed_mask(filter)
+        slots, scores, similarity, rows = self.direct_scores(query, query_words, allowed)
+        if slots.size == 0:
+            return None
+        n = min(max(config.hopfield_candidates, k), slots.shape[0])
+        top = np.argpartition(-scores, n - 1)[:n] if n < slots.shape[0] else np.arange(slots.shape[0])
+        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top[similarity[top] >= config.min_score]
+        if top.size == 0:
+            return None
+        return DirectHits(slots, scores, similarity, rows, top, allowed)
+
     def recall(
         self,
         query: torch.Tensor,
@@ -350,29 +392,31 @@ class Partition:
         k: int,
         hops: int,
         filter: dict[str, Any] | None,
+        hits: DirectHits | None = None,
+        log_normalizer: float | None = None,
     ) -> list[Candidate]:
         """Run the full recall inside this partition and return the best ``k`` candidates.
 
-        Stage 1 scores every memory by its best cue and keeps the top
-        ``hopfield_candidates`` (at least ``k``). Stage 2 gives each of them the
-        softmax attention ``softmax(beta * score)`` of the query state, blended
-        with the attention at the state the query settles to. With ``hops > 1``
-        the association then spreads that attention, hop by hop, to linked
-        memories. Candidates are ranked by attention.
+        Stage 1 (:meth:`direct_hits`) scores every memory by its cues and keeps
+        the top candidates. Stage 2 gives each of them the softmax attention
+        ``softmax(beta * score)`` of the query state, blended with the attention
+        at the state the query settles to. With ``hops > 1`` the association then
+        spreads that attention, hop by hop, to linked memories. Candidates are
+        ranked by attention.
+
+        Args:
+            hits: Stage 1 already computed for this query, if any.
+            log_normalizer: ``log(sum(exp(beta * score)))`` over the candidates of
+                every namespace searched together, so that attention is shared
+                among all of them; ``None`` normalises within this partition.
         """
         config = self.config
-        allowed = self.allowed_mask(filter)
-        slots, scores, similarity, rows = self.direct_scores(query, query_words, allowed)
-        if slots.size == 0:
+        if hits is None:
+            hits = self.direct_hits(query, query_words, k, filter)
+        if hits is None:
             return []
-
-        # Stage 1: exact top-N over all cues.
-        n = min(max(config.hopfield_candidates, k), slots.shape[0])
-        top = np.argpartition(-scores, n - 1)[:n] if n < slots.shape[0] else np.arange(slots.shape[0])
-        top = top[np.argsort(-scores[top], kind="stable")]
-        top = top[similarity[top] >= config.min_score]
-        if top.size == 0:
-            return []
+        slots, scores, similarity, rows, allowed = hits.slots, hits.scores, hits.similarity, hits.rows, hits.allowed
+        top = hits.top
         cand_slots = slots[top]
         cand_scores = scores[top]
         cand_similarity = similarity[top]
@@ -380,7 +424,10 @@ class Partition:
 
         # Stage 2: Hopfield attention of the query state, optionally blended with
         # the attention at the fixed point the query settles to.
-        attention = _softmax(config.beta * cand_scores)
+        if log_normalizer is None:
+            attention = _softmax(config.beta * cand_scores)
+        else:
+            attention = np.exp(config.beta * cand_scores - log_normalizer)
         if config.settle_weight > 0:
             patterns = self.cue_vectors[torch.from_numpy(cand_rows).to(self.device)]
             settled = hopfield_settle(

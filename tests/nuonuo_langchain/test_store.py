@@ -359,11 +359,6 @@ def test_persistence_across_instances(tmp_path):
     assert [i.key for i in second.search(("docs",), query="tea")] == ["k"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the core ranks results of several namespaces by attention normalised per namespace, "
-    "so the only item of a namespace scores 1.0 whatever its similarity",
-)
 def test_prefix_search_ranks_across_namespaces():
     store = new_store(index={"fields": ["text"]})
     store.put(("users", "bob"), "car", {"text": "Bob drives a red car."})
