@@ -1,0 +1,101 @@
+"""The factored association matrix against the dense outer-product reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nuonuo_core.association import Association
+from nuonuo_core.functional import hebbian_update_
+
+CODE_DIM = 256
+K = 8
+
+
+def random_codes(rng: np.random.Generator, count: int) -> np.ndarray:
+    return np.stack([np.sort(rng.choice(CODE_DIM, K, replace=False)) for _ in range(count)])
+
+
+def build(seed: int, count: int = 600, links: int = 400):
+    """An association filled in batches, one by one and with re-coded slots, plus its dense twin."""
+    rng = np.random.default_rng(seed)
+    weights = {"explicit": 1.0, "session": 0.5}
+    association = Association(CODE_DIM, K, weights)
+    codes = random_codes(rng, count)
+    association.set_codes(np.arange(300), codes[:300])
+    for slot in range(300, count):
+        association.set_codes(np.array([slot]), codes[slot : slot + 1])
+    recoded = random_codes(rng, 30)
+    codes[:30] = recoded
+    association.set_codes(np.arange(30), recoded)
+
+    dense = torch.zeros(CODE_DIM, CODE_DIM, dtype=torch.float64)
+    for _ in range(links):
+        a, b = (int(x) for x in rng.integers(0, count, 2))
+        if a == b:
+            continue
+        kind = "explicit" if rng.random() < 0.5 else "session"
+        association.link(a, b, kind, 1.0)
+        pre = torch.from_numpy(codes[a : a + 1]).long()
+        post = torch.from_numpy(codes[b : b + 1]).long()
+        hebbian_update_(dense, pre, post, weights[kind])
+        hebbian_update_(dense, post, pre, weights[kind])
+    return association, dense, codes, rng
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_factored_matrix_equals_dense(seed):
+    association, dense, _, _ = build(seed)
+    assert torch.equal(association.dense_matrix(), dense)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_apply_equals_dense_product(seed):
+    association, dense, _, rng = build(seed)
+    for _ in range(20):
+        units = rng.choice(CODE_DIM, K, replace=False)
+        state = torch.zeros(CODE_DIM, dtype=torch.float64)
+        state[units] = 1.0
+        assert np.allclose(association.apply(units), (state @ dense).numpy())
+
+
+def test_overlaps_match_dense_codes():
+    association, _, codes, rng = build(3)
+    dense_codes = np.zeros((codes.shape[0], CODE_DIM))
+    np.put_along_axis(dense_codes, codes, 1.0, axis=1)
+    for _ in range(20):
+        units = rng.choice(CODE_DIM, K, replace=False)
+        slots, overlap = association.overlaps(units)
+        full = np.zeros(codes.shape[0])
+        full[slots] = overlap
+        assert np.array_equal(full, dense_codes[:, units].sum(axis=1))
+
+
+def test_killed_slot_leaves_matrix_and_overlaps():
+    association, _, codes, _ = build(4)
+    association.kill(5)
+    slots, _ = association.overlaps(codes[5])
+    assert 5 not in slots.tolist()
+    assert association.links_of(5) == {}
+    assert all(5 not in association.links_of(s) for s in range(codes.shape[0]))
+
+
+def test_complete_recalls_linked_code():
+    rng = np.random.default_rng(7)
+    association = Association(4096, 20, {"explicit": 1.0})
+    codes = np.stack([np.sort(rng.choice(4096, 20, replace=False)) for _ in range(100)])
+    association.set_codes(np.arange(100), codes)
+    association.link(10, 11, "explicit", 1.0)
+    assert np.array_equal(association.complete(codes[10]), codes[11])
+
+
+def test_spread_follows_chain_and_blocks_path():
+    association = Association(CODE_DIM, K, {"explicit": 1.0})
+    association.set_codes(np.arange(4), random_codes(np.random.default_rng(0), 4))
+    for a, b in ((0, 1), (1, 2), (2, 3)):
+        association.link(a, b, "explicit", 1.0)
+    step = association.spread({1: 1.0}, blocked={1: {0, 1}})
+    assert step.slots.tolist() == [2]
+    assert step.activation.tolist() == [1.0]
+    assert step.predecessor.tolist() == [1]
