@@ -26,7 +26,9 @@ Lines are read from standard input, so a file of lines can be piped in::
 Type ``/help`` in the chat for the commands (``/memories``, ``/forget``, ``/quit``).
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": `nuonuo chat` loads this file without
+# adding it to sys.modules, where pydantic looks up the names in the chat
+# models' string annotations, so annotations must be evaluated when defined.
 
 import argparse
 import json
@@ -36,7 +38,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -540,6 +542,8 @@ class Chat:
 
     def recall(self, text: str) -> list[RecallResult]:
         """Recall for ``text`` exactly as the memory does when it fills the prompt."""
+        # NOTE: the chain recalls once more, because NuoNuoMemory keeps no record of the
+        # results it put in the prompt. Both calls see the same stored memories.
         return self.core.recall(text, self.memory.k, hops=self.memory.hops, namespace=self.namespace)
 
     def reply(self, text: str) -> None:
@@ -711,7 +715,8 @@ def build_parser() -> argparse.ArgumentParser:
              "or the environment variable NUONUO_CHAT_MODEL)",
     )
     backend.add_argument("--no-llm", action="store_true",
-                         help="use no model: each reply lists the memories recalled for the message")
+                         help="use no model: each reply lists the memories recalled for the message, "
+                              "and only your lines are stored")
     backend.add_argument("--fake-llm", action="store_true",
                          help=f"use a fake chat model that always replies {FAKE_REPLY!r} (for tests, "
                               "with --record-prompts)")
@@ -812,6 +817,9 @@ def main(argv: list[str] | None = None) -> int:
         chain = None if model is None else build_chain(model, memory)
         chat = Chat(memory, chain, LineReader(), show_recall=args.show_recall, callbacks=callbacks)
         return chat.run()
+    except NuoNuoError as error:
+        print(f"error: the memory file {path} failed: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print()
         return 130
