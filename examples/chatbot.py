@@ -20,8 +20,8 @@ Model backends (``--model``):
 
 Lines are read from standard input, so a file of lines can be piped in::
 
-    python examples/chatbot.py --no-llm --memory demo.db --show-recall < examples/chat_script_day1.txt
-    python examples/chatbot.py --no-llm --memory demo.db --show-recall < examples/chat_script_day2.txt
+    python examples/chatbot.py --no-llm --memory demo-chat.db < examples/chat_script_day1.txt
+    python examples/chatbot.py --no-llm --memory demo-chat.db --show-recall < examples/chat_script_day2.txt
 
 Type ``/help`` in the chat for the commands (``/memories``, ``/forget``, ``/quit``).
 """
@@ -823,6 +823,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print()
         return 130
+    except BrokenPipeError:
+        # The reader of the output has gone (a pipe into head, for example). Point
+        # stdout at os.devnull so that flushing it at exit raises nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     finally:
         core.close()
 
