@@ -341,8 +341,12 @@ class Storage:
 
     def __del__(self) -> None:
         # A memory dropped without close() must not keep its file locked.
-        if getattr(self, "_lock_fd", None) is not None:
+        if getattr(self, "_lock_fd", None) is None:
+            return
+        try:
             self._release()
+        except Exception:  # interpreter shutdown: module globals may be gone
+            pass
 
     # ------------------------------------------------------------------ writes
 
