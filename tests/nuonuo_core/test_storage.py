@@ -335,10 +335,28 @@ def test_codes_follow_configuration(tmp_path):
 def test_version_one_file_upgraded(tmp_path):
     path = tmp_path / "memory.db"
     ids = make_nuonuo_file(path, 25)
-    # Turn the file into what format version 1 wrote: no code column.
-    sql(path, "ALTER TABLE memories DROP COLUMN code")
-    sql(path, "DELETE FROM meta WHERE key = 'code_params'")
-    sql(path, "PRAGMA user_version = 1")
+    # Turn the file into what format version 1 wrote: no code column. The table
+    # is copied because DROP COLUMN needs SQLite 3.35.
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.executescript(
+            """
+            BEGIN;
+            CREATE TABLE memories_v1 (
+                rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, namespace TEXT NOT NULL,
+                text TEXT NOT NULL, metadata TEXT NOT NULL, timestamp REAL, created_at REAL NOT NULL,
+                session TEXT, content_hash TEXT NOT NULL
+            );
+            INSERT INTO memories_v1 SELECT rowid, id, namespace, text, metadata, timestamp,
+                created_at, session, content_hash FROM memories;
+            DROP TABLE memories;
+            ALTER TABLE memories_v1 RENAME TO memories;
+            CREATE INDEX memories_namespace_hash ON memories (namespace, content_hash);
+            DELETE FROM meta WHERE key = 'code_params';
+            PRAGMA user_version = 1;
+            COMMIT;
+            """
+        )
+    assert "code" not in [row[1] for row in sql(path, "PRAGMA table_info(memories)")]
 
     with new_memory(path) as memory:
         assert memory.recall("crew of boat 4", k=1)[0].id == ids[4]
