@@ -54,6 +54,8 @@ def run_chat(chatbot: types.ModuleType, monkeypatch: pytest.MonkeyPatch, capsys:
              argv: list[str], lines: list[str]) -> tuple[int, str, str]:
     """Run ``main(argv)`` in this process with ``lines`` on standard input."""
     monkeypatch.setattr(sys, "stdin", io.StringIO("".join(f"{line}\n" for line in lines)))
+    # main() sets this variable when it is unset; monkeypatch restores it afterwards.
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     status = chatbot.main(argv)
     captured = capsys.readouterr()
     return status, captured.out, captured.err
@@ -259,6 +261,7 @@ def test_nuonuo_chat_runs_example(monkeypatch, capsys, tmp_path):
     from nuonuo_core.cli import main as nuonuo_main
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello there\n"))
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     status = nuonuo_main(["chat", *hashing_args(tmp_path / "m.db", "--no-llm")])
     out = capsys.readouterr().out
     assert status == 0
