@@ -145,6 +145,8 @@ def run_chat(rest: list[str]) -> int:
         return 2
     spec = importlib.util.spec_from_file_location("nuonuo_chatbot", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    # Registered first, so that pydantic can resolve the module's annotations.
+    sys.modules[spec.name] = module  # type: ignore[union-attr]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return int(module.main(rest) or 0)
 

@@ -90,9 +90,11 @@ def packaged_model_path() -> Path | None:
 @contextmanager
 def _offline_hub() -> Iterator[None]:
     """Keep Hugging Face libraries from reaching the network while a local model loads."""
-    saved = {name: os.environ.get(name) for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS")
+    saved = {name: os.environ.get(name) for name in names}
+    for name in names:
+        # A local model loads in a fraction of a second: no progress bar either.
+        os.environ[name] = "1"
     try:
         yield
     finally:
