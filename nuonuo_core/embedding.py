@@ -105,6 +105,23 @@ def _offline_hub() -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide the weight-loading progress bar of transformers while a local model loads."""
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        yield
+        return
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
 def resolve_model_path(model_name_or_path: str) -> tuple[str, bool]:
     """Map a model name to what sentence-transformers should load.
 
@@ -153,7 +170,7 @@ class SentenceTransformerEmbedder:
         self.backend = backend
         path, local = resolve_model_path(model_name_or_path)
         if local:
-            with _offline_hub():
+            with _offline_hub(), _quiet_transformers():
                 self.model = SentenceTransformer(path, device=device)
         else:
             self.model = SentenceTransformer(path, device=device)
