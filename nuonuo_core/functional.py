@@ -133,20 +133,38 @@ def project(embeddings: torch.Tensor, projection: Projection) -> torch.Tensor:
 
 
 @torch.no_grad()
-def winner_take_all(embeddings: torch.Tensor, projection: Projection, k: int) -> torch.Tensor:
+def winner_take_all(
+    embeddings: torch.Tensor, projection: Projection, k: int, rows_per_step: int = 256
+) -> torch.Tensor:
     """Turn embeddings into sparse codes: project, then keep the ``k`` largest units.
 
     The top ``k`` units are found exactly without a full sort of every row: each
     row is cut into tiles of 64 units, only the ``k`` tiles with the largest
-    maxima can hold a winner, and the winners are picked among those tiles.
+    maxima can hold a winner (a winner's tile maximum is at least the winner,
+    and fewer than ``k`` values exceed it), and the winners are picked among
+    those tiles. Rows are processed ``rows_per_step`` at a time so that the
+    projected activity stays in the CPU cache.
 
     Shape:
         embeddings: ``(n, input_dim)``, float32.
         return: ``(n, k)``, int64, the indices of the active units in ascending order.
     """
     n = embeddings.shape[0]
+    if n <= rows_per_step:
+        return _winner_take_all_rows(embeddings, projection, k)
+    return torch.cat(
+        [
+            _winner_take_all_rows(embeddings[start : start + rows_per_step], projection, k)
+            for start in range(0, n, rows_per_step)
+        ]
+    )
+
+
+def _winner_take_all_rows(embeddings: torch.Tensor, projection: Projection, k: int) -> torch.Tensor:
+    n = embeddings.shape[0]
+    device = embeddings.device
     if n == 0:
-        return torch.empty(0, k, dtype=torch.int64, device=embeddings.device)
+        return torch.empty(0, k, dtype=torch.int64, device=device)
     activity = project(embeddings, projection)  # (blocks, n, block_size)
     blocks, _, block_size = activity.shape
     tile = 64 if block_size % 64 == 0 else block_size
@@ -158,17 +176,17 @@ def winner_take_all(embeddings: torch.Tensor, projection: Projection, k: int) ->
     # Maximum of every tile, as (n, tiles) with tiles numbered block by block.
     tile_max = activity.view(blocks, n, tiles_per_block, tile).amax(dim=3)
     tile_max = tile_max.transpose(0, 1).reshape(n, blocks * tiles_per_block)
-    best_tiles = tile_max.topk(k, dim=1).indices  # (n, k)
+    best_tiles = tile_max.topk(k, dim=1, sorted=False).indices  # (n, k)
 
     # Flat positions, in the block-major activity tensor, of every unit in those tiles.
     block_of_tile = best_tiles // tiles_per_block
     tile_in_block = best_tiles % tiles_per_block
-    rows = torch.arange(n, device=embeddings.device).unsqueeze(1)
-    tile_start = block_of_tile * (n * block_size) + rows * block_size + tile_in_block * tile
-    offsets = torch.arange(tile, device=embeddings.device)
+    rows = torch.arange(n, device=device).unsqueeze(1)
+    tile_start = (block_of_tile * n + rows) * block_size + tile_in_block * tile
+    offsets = torch.arange(tile, device=device)
     positions = (tile_start.unsqueeze(2) + offsets).view(n, k * tile)
-    candidates = activity.reshape(-1)[positions]
-    winners = candidates.topk(k, dim=1).indices
+    candidates = torch.gather(activity.reshape(-1), 0, positions.view(-1)).view(n, k * tile)
+    winners = candidates.topk(k, dim=1, sorted=False).indices
 
     # Back from positions to unit indices: block * block_size + offset in block.
     chosen = torch.gather(positions, 1, winners)

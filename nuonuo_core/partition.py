@@ -64,6 +64,26 @@ class Entry:
 
 
 @dataclass
+class CueLayout:
+    """Live memories and their cue rows, arranged for vectorised scoring."""
+
+    slots: np.ndarray
+    """Live slots, ascending."""
+    text_rows: np.ndarray
+    """Text cue row of each slot in ``slots``."""
+    chunked: np.ndarray
+    """Whether each slot in ``slots`` is a chunked long text."""
+    extra_rows: np.ndarray
+    """Rows of the other cues, grouped by memory."""
+    group_starts: np.ndarray
+    """Start of each memory's group in ``extra_rows``."""
+    group_lengths: np.ndarray
+    """Length of each group."""
+    group_positions: np.ndarray
+    """Position in ``slots`` of each group's memory."""
+
+
+@dataclass
 class DirectHits:
     """Stage 1 of recall in one partition: every allowed memory's scores and the top ones."""
 
@@ -118,6 +138,7 @@ class Partition:
         # memory is split into chunks because the model reads only its beginning.
         self.text_row = np.full(0, -1, dtype=np.int64)
         self.chunked = np.zeros(0, dtype=bool)
+        self._layout: CueLayout | None = None
         self.cue_count = 0
         self.dead_cues = 0
         self.association = Association(
@@ -209,6 +230,7 @@ class Partition:
         self._index_words(slot, entry)
 
     def _set_text_rows(self, slots: list[int], entries: list[Entry]) -> None:
+        self._layout = None
         if len(self.entries) > self.text_row.shape[0]:
             grown = np.full(max(len(self.entries), 2 * self.text_row.shape[0]), -1, dtype=np.int64)
             grown[: self.text_row.shape[0]] = self.text_row
@@ -244,6 +266,7 @@ class Partition:
             del self.last_in_session[entry.session]
         self.entries[slot] = None
         self.text_row[slot] = -1
+        self._layout = None
         self.free_slots.append(slot)
         if self.dead_cues > max(1024, self.cue_count // 2):
             self._compact_cues()
@@ -254,6 +277,7 @@ class Partition:
         return self._append_cue_rows(owners, vectors)
 
     def _append_cue_rows(self, owners: np.ndarray, vectors: np.ndarray) -> list[int]:
+        self._layout = None
         count = vectors.shape[0]
         needed = self.cue_count + count
         if needed > self.cue_vectors.shape[0]:
@@ -271,12 +295,14 @@ class Partition:
         return list(range(start, needed))
 
     def _kill_cues(self, rows: list[int]) -> None:
+        self._layout = None
         for row in rows:
             self.cue_owner[row] = -1
             self.cue_vectors[row] = 0.0
         self.dead_cues += len(rows)
 
     def _compact_cues(self) -> None:
+        self._layout = None
         keep = np.nonzero(self.cue_owner[: self.cue_count] >= 0)[0]
         new_row = np.full(self.cue_count, -1, dtype=np.int64)
         new_row[keep] = np.arange(keep.shape[0])
@@ -308,39 +334,42 @@ class Partition:
             memory: the score used for ranking (cosine of the best cue plus the
             weighted lexical score), the cosine alone, and the best cue's row.
         """
-        if self.cue_count == 0:
+        layout = self._cue_layout()
+        if layout.slots.size == 0:
             empty = np.zeros(0, dtype=np.int64)
             return empty, np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.float64), empty
-        with torch.no_grad():
-            all_scores = (self.cue_vectors[: self.cue_count] @ query).to("cpu").numpy().astype(np.float64)
-        owners = self.cue_owner[: self.cue_count]
-        cue_scores = all_scores
-        live = owners >= 0
-        cue_rows = np.nonzero(live)[0]
-        owners = owners[live]
-        cue_scores = cue_scores[live]
+        all_scores = self.cue_scores(query)
+        text_similarity = all_scores[layout.text_rows].astype(np.float64)
+        similarity = text_similarity.copy()
+        rows = layout.text_rows.copy()
 
-        # Best cue per memory: sort by owner, then by score, and keep each owner's last.
-        order = np.lexsort((cue_scores, owners))
-        owners_sorted = owners[order]
-        last = np.ones(owners_sorted.shape[0], dtype=bool)
-        last[:-1] = owners_sorted[1:] != owners_sorted[:-1]
-        best = order[last]
-        slots = owners[best]
-        similarity = cue_scores[best]
-        rows = cue_rows[best]
+        # The best of each memory's other cues, where it beats the text cue.
+        if layout.extra_rows.size:
+            extra = all_scores[layout.extra_rows].astype(np.float64)
+            group_max = np.maximum.reduceat(extra, layout.group_starts)
+            better = group_max > similarity[layout.group_positions]
+            if better.any():
+                is_max = extra == np.repeat(group_max, layout.group_lengths)
+                hits = np.flatnonzero(is_max)
+                group_of_hit = np.searchsorted(layout.group_starts, hits, side="right") - 1
+                _, first = np.unique(group_of_hit, return_index=True)
+                best_extra_row = layout.extra_rows[hits[first]]
+                positions = layout.group_positions[better]
+                similarity[positions] = group_max[better]
+                rows[positions] = best_extra_row[better]
+        slots = layout.slots
+        chunked = layout.chunked
 
         if allowed is not None:
             keep = allowed[slots]
             slots, similarity, rows = slots[keep], similarity[keep], rows[keep]
+            text_similarity, chunked = text_similarity[keep], chunked[keep]
 
-        scores = similarity
         # A memory scores by its text cue, raised part of the way toward its best
         # other cue: a matching sentence helps without outweighing the whole text.
         # A chunked text scores by its best chunk, since its text cue sees only
         # the beginning.
-        text_similarity = all_scores[self.text_row[slots]]
-        weight = np.where(self.chunked[slots], 1.0, self.config.sentence_cue_weight)
+        weight = np.where(chunked, 1.0, self.config.sentence_cue_weight)
         scores = text_similarity + weight * np.maximum(0.0, similarity - text_similarity)
         if self.config.lexical_weight > 0 and query_words:
             lex_slots, lex_scores = self.lexical.score(query_words)
@@ -349,6 +378,37 @@ class Partition:
                 lexical[lex_slots] = lex_scores / lex_scores.max()
                 scores = scores + self.config.lexical_weight * lexical[slots]
         return slots, scores, similarity, rows
+
+    def cue_scores(self, query: torch.Tensor) -> np.ndarray:
+        """Cosine similarity of every cue row to the query. Shape ``(cue_count,)``, float32."""
+        with torch.no_grad():
+            if self.device.type == "cpu":
+                # NumPy's matrix-vector product beats torch's on a small CPU.
+                return self.cue_vectors[: self.cue_count].numpy() @ query.numpy()
+            return (self.cue_vectors[: self.cue_count] @ query).to("cpu").numpy()
+
+    def _cue_layout(self) -> CueLayout:
+        """Which cue rows belong to which memory, rebuilt after any change to the cues."""
+        if self._layout is not None:
+            return self._layout
+        count = len(self.entries)
+        slots = np.nonzero(self.text_row[:count] >= 0)[0]
+        text_rows = self.text_row[slots]
+        owners = self.cue_owner[: self.cue_count]
+        rows = np.arange(self.cue_count)
+        live = owners >= 0
+        extra = rows[live & (self.text_row[np.maximum(owners, 0)] != rows)]
+        order = np.argsort(owners[extra], kind="stable")
+        extra_rows = extra[order]
+        extra_owners = owners[extra_rows]
+        if extra_rows.size:
+            starts = np.flatnonzero(np.r_[True, extra_owners[1:] != extra_owners[:-1]])
+            lengths = np.diff(np.r_[starts, extra_rows.size])
+            positions = np.searchsorted(slots, extra_owners[starts])
+        else:
+            starts = lengths = positions = np.zeros(0, dtype=np.int64)
+        self._layout = CueLayout(slots, text_rows, self.chunked[slots], extra_rows, starts, lengths, positions)
+        return self._layout
 
     def allowed_mask(self, filter: dict[str, Any] | None) -> np.ndarray | None:
         """Boolean mask over slots of the memories that match ``filter``; ``None`` for no filter."""
