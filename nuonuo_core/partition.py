@@ -6,6 +6,8 @@ cannot return or pass through another namespace's memories.
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +23,27 @@ from nuonuo_core.lexical import EntityIndex, LexicalIndex
 from nuonuo_core.text import entity_phrases, lexical_terms, memory_subject
 from nuonuo_core.types import Namespace
 
+logger = logging.getLogger(__name__)
+
 _INITIAL_CUE_CAPACITY = 64
+
+# HNSW settings of the approximate first stage, chosen on the speed benchmark:
+# links per node, and candidate lists while building and searching.
+_HNSW_NEIGHBOURS = 32
+_HNSW_EF_CONSTRUCTION = 80
+_HNSW_EF_SEARCH = 128
+
+_warned_no_faiss = False
+
+
+def _warn_no_faiss() -> None:
+    global _warned_no_faiss
+    if not _warned_no_faiss:
+        _warned_no_faiss = True
+        logger.warning(
+            "faiss is not installed, so large namespaces are searched exactly, which is slow; "
+            "install it with: pip install 'nuonuo[ann]'"
+        )
 
 
 def _softmax(values: np.ndarray) -> np.ndarray:
@@ -139,6 +161,8 @@ class Partition:
         self.text_row = np.full(0, -1, dtype=np.int64)
         self.chunked = np.zeros(0, dtype=bool)
         self._layout: CueLayout | None = None
+        self._ann: Any = None
+        self._ann_count = 0
         self.cue_count = 0
         self.dead_cues = 0
         self.association = Association(
@@ -303,6 +327,9 @@ class Partition:
 
     def _compact_cues(self) -> None:
         self._layout = None
+        # Rows move, so the approximate index is rebuilt on the next query.
+        self._ann = None
+        self._ann_count = 0
         keep = np.nonzero(self.cue_owner[: self.cue_count] >= 0)[0]
         new_row = np.full(self.cue_count, -1, dtype=np.int64)
         new_row[keep] = np.arange(keep.shape[0])
@@ -334,6 +361,10 @@ class Partition:
             memory: the score used for ranking (cosine of the best cue plus the
             weighted lexical score), the cosine alone, and the best cue's row.
         """
+        if self.cue_count - self.dead_cues >= self.config.ann_threshold and allowed is None:
+            approximate = self._approximate_scores(query, query_words)
+            if approximate is not None:
+                return approximate
         layout = self._cue_layout()
         if layout.slots.size == 0:
             empty = np.zeros(0, dtype=np.int64)
@@ -378,6 +409,80 @@ class Partition:
                 lexical[lex_slots] = lex_scores / lex_scores.max()
                 scores = scores + self.config.lexical_weight * lexical[slots]
         return slots, scores, similarity, rows
+
+    def _approximate_scores(
+        self, query: torch.Tensor, query_words: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Stage 1 for a large namespace: candidates from an HNSW index, scored exactly.
+
+        The index returns the cue rows nearest to the query; their memories, and
+        the best lexical matches, are then scored exactly as :meth:`direct_scores`
+        scores every memory. Returns ``None`` (exact scan) when faiss is missing.
+        """
+        index = self._approximate_index()
+        if index is None:
+            return None
+        query_array = query.to("cpu").numpy().astype(np.float32)[None, :]
+        wanted = max(4 * self.config.hopfield_candidates, 64)
+        _, found = index.search(query_array, wanted)
+        rows = found[0][found[0] >= 0]
+        owners = self.cue_owner[rows]
+        candidate_slots = set(owners[owners >= 0].tolist())
+        lexical_scores = None
+        if self.config.lexical_weight > 0 and query_words:
+            lex_slots, lex_values = self.lexical.score(query_words)
+            if lex_values.size:
+                lexical_scores = dict(zip(lex_slots.tolist(), (lex_values / lex_values.max()).tolist()))
+                best_lexical = lex_slots[np.argsort(-lex_values)[: self.config.hopfield_candidates]]
+                candidate_slots.update(best_lexical.tolist())
+        if not candidate_slots:
+            return None
+        slots = np.array(sorted(candidate_slots), dtype=np.int64)
+
+        # Exact scores of every cue of the candidate memories.
+        cue_rows = [self.entries[s].cue_rows for s in slots.tolist()]  # type: ignore[union-attr]
+        flat_rows = np.array([r for rows_of in cue_rows for r in rows_of], dtype=np.int64)
+        with torch.no_grad():
+            vectors = self.cue_vectors[torch.from_numpy(flat_rows).to(self.device)]
+            flat_scores = (vectors @ query).to("cpu").numpy().astype(np.float64)
+        text_similarity = np.empty(slots.shape[0], dtype=np.float64)
+        similarity = np.empty(slots.shape[0], dtype=np.float64)
+        best_rows = np.empty(slots.shape[0], dtype=np.int64)
+        start = 0
+        for position, rows_of in enumerate(cue_rows):
+            block = flat_scores[start : start + len(rows_of)]
+            best = int(np.argmax(block))
+            text_similarity[position] = block[0]
+            similarity[position] = block[best]
+            best_rows[position] = rows_of[best]
+            start += len(rows_of)
+        weight = np.where(self.chunked[slots], 1.0, self.config.sentence_cue_weight)
+        scores = text_similarity + weight * np.maximum(0.0, similarity - text_similarity)
+        if lexical_scores is not None:
+            scores = scores + self.config.lexical_weight * np.array(
+                [lexical_scores.get(s, 0.0) for s in slots.tolist()]
+            )
+        return slots, scores, similarity, best_rows
+
+    def _approximate_index(self) -> Any:
+        """The HNSW index over cue rows, brought up to date; ``None`` without faiss."""
+        if self._ann is None:
+            try:
+                import faiss
+            except ImportError:
+                _warn_no_faiss()
+                return None
+            index = faiss.IndexHNSWFlat(self.dim, _HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = _HNSW_EF_CONSTRUCTION
+            index.hnsw.efSearch = _HNSW_EF_SEARCH
+            self._ann = index
+            self._ann_count = 0
+        if self._ann_count < self.cue_count:
+            # Dead rows stay in the index as zero vectors; their owner marks them dead.
+            new_rows = self.cue_vectors[self._ann_count : self.cue_count].to("cpu").numpy()
+            self._ann.add(np.ascontiguousarray(new_rows, dtype=np.float32))
+            self._ann_count = self.cue_count
+        return self._ann
 
     def cue_scores(self, query: torch.Tensor) -> np.ndarray:
         """Cosine similarity of every cue row to the query. Shape ``(cue_count,)``, float32."""
@@ -528,8 +633,12 @@ class Partition:
         similarity_of = np.zeros(len(self.entries), dtype=np.float64)
         similarity_of[scored_slots] = similarity
         gate_beta = self.config.hop_gate
-        gate = np.zeros(len(self.entries), dtype=np.float64)
-        gate[scored_slots] = np.exp(gate_beta * (scores - scores.max()))
+        scored_gate = np.exp(gate_beta * (scores - scores.max()))
+        # With the approximate first stage only candidates were scored; the others
+        # count as no better than the weakest candidate.
+        floor = float(scored_gate.min()) if scored_slots.shape[0] < len(self) else 0.0
+        gate = np.full(len(self.entries), floor, dtype=np.float64)
+        gate[scored_slots] = scored_gate
         total = {slot: c.score for slot, c in candidates.items()}
         best = {slot: (c.score, c.path, 0) for slot, c in candidates.items()}
         term = {slot: c.score for slot, c in candidates.items() if c.score > 0}
