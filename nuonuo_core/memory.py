@@ -49,8 +49,8 @@ NamespaceLike = str | Sequence[str]
 
 # Rows per winner-take-all call when codes are computed for many memories at once.
 _CODE_CHUNK = 2048
-# Times update() embeds again when other threads keep changing the same memory.
-_UPDATE_ATTEMPTS = 16
+# Times update() embeds outside the lock before it embeds holding the lock.
+_OPTIMISTIC_UPDATES = 3
 # Dead cue rows a partition keeps before compacting (the threshold of Partition.remove).
 _MIN_DEAD_CUES = 1024
 
@@ -960,7 +960,8 @@ class AssociativeMemory:
 
         ``None`` leaves a field as it is. Embedding runs outside the lock. When
         another thread changes the memory's text or cues meanwhile, the new
-        content is embedded again, so neither change is lost.
+        content is embedded again, so neither change is lost. After three such
+        retries the embedding runs holding the lock.
 
         Returns:
             The updated memory.
@@ -987,45 +988,64 @@ class AssociativeMemory:
                 entry.metadata = new_metadata
                 return _record(partition, slot)
 
-        for attempt in range(_UPDATE_ATTEMPTS):
-            with self._lock:
-                self._check_open()
-                partition, slot = self._locate(memory_id)
-                current = partition.entries[slot]
-                assert current is not None
-                snapshot = _content_of(current)
-            final_text = new_text if new_text is not None else snapshot[0]
-            extra = new_cues if new_cues is not None else list(snapshot[1])
-            infos, cue_texts = self._cues_for(final_text, extra)
-            vectors = self._embed(cue_texts)
-            code = self._make_codes(vectors[:1])[0]
-            with self._lock:
-                self._check_open()
-                partition, slot = self._locate(memory_id)
-                current = partition.entries[slot]
-                assert current is not None
-                if _content_of(current) != snapshot:
-                    # Changed while we embedded: start again from the new content.
-                    continue
-                entry = Entry(
-                    id=current.id, rowid=current.rowid, text=final_text,
-                    metadata=new_metadata if new_metadata is not None else current.metadata,
-                    timestamp=current.timestamp, created_at=current.created_at, session=current.session,
-                    content_hash=content_hash(final_text), cues=infos,
-                )
-                if self._storage is not None:
-                    stored = _stored(entry, vectors, code)
-                    with self._storage.transaction():
-                        self._storage.replace_memory_content(
-                            current.rowid, entry.text, entry.metadata, entry.content_hash,  # type: ignore[arg-type]
-                            stored.cues, code,
-                        )
-                partition.replace_content(slot, entry, vectors, code)
-                _compact_if_sparse(partition)
-                return _record(partition, slot)
-        raise StorageError(
-            f"memory {memory_id!r} changed {_UPDATE_ATTEMPTS} times while it was being updated; try again"
-        )
+        # Embed outside the lock first. After _OPTIMISTIC_UPDATES tries that
+        # another thread overtook, hold the lock while embedding, so that a
+        # memory updated in a tight loop elsewhere cannot starve this call.
+        for attempt in range(_OPTIMISTIC_UPDATES + 1):
+            exclusive = attempt == _OPTIMISTIC_UPDATES
+            if exclusive:
+                self._lock.acquire()
+            try:
+                record = self._try_update(memory_id, new_text, new_metadata, new_cues)
+            finally:
+                if exclusive:
+                    self._lock.release()
+            if record is not None:
+                return record
+        raise AssertionError("an update holding the lock cannot see a concurrent change")
+
+    def _try_update(
+        self,
+        memory_id: str,
+        new_text: str | None,
+        new_metadata: dict[str, Any] | None,
+        new_cues: list[str] | None,
+    ) -> MemoryRecord | None:
+        """Embed and write one update; ``None`` when the memory changed meanwhile."""
+        with self._lock:
+            self._check_open()
+            partition, slot = self._locate(memory_id)
+            current = partition.entries[slot]
+            assert current is not None
+            snapshot = _content_of(current)
+        final_text = new_text if new_text is not None else snapshot[0]
+        extra = new_cues if new_cues is not None else list(snapshot[1])  # type: ignore[arg-type]
+        infos, cue_texts = self._cues_for(final_text, extra)
+        vectors = self._embed(cue_texts)
+        code = self._make_codes(vectors[:1])[0]
+        with self._lock:
+            self._check_open()
+            partition, slot = self._locate(memory_id)
+            current = partition.entries[slot]
+            assert current is not None
+            if _content_of(current) != snapshot:
+                return None
+            entry = Entry(
+                id=current.id, rowid=current.rowid, text=final_text,
+                metadata=new_metadata if new_metadata is not None else current.metadata,
+                timestamp=current.timestamp, created_at=current.created_at, session=current.session,
+                content_hash=content_hash(final_text), cues=infos,
+            )
+            if self._storage is not None:
+                stored = _stored(entry, vectors, code)
+                with self._storage.transaction():
+                    self._storage.replace_memory_content(
+                        current.rowid, entry.text, entry.metadata, entry.content_hash,  # type: ignore[arg-type]
+                        stored.cues, code,
+                    )
+            partition.replace_content(slot, entry, vectors, code)
+            _compact_if_sparse(partition)
+            return _record(partition, slot)
 
     def delete(self, id: str) -> None:
         """Delete a memory with its cues and links, from RAM and from the file.
