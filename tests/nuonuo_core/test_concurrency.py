@@ -158,6 +158,54 @@ def test_concurrent_text_and_cue_updates_kept(tmp_path):
         assert reopened.recall("cue version 39", k=1)[0].id == target
 
 
+class InterferingEmbedder:
+    """Hashing embedder that, while the calling thread embeds, has another thread update the text.
+
+    It waits up to ``wait_seconds`` for that update; an update blocked on the
+    memory's lock is left running, and the test joins it at the end.
+    """
+
+    def __init__(self, wait_seconds: float = 1.0) -> None:
+        self.inner = HashingEmbedder(dim=64)
+        self.name = self.inner.name
+        self.dim = self.inner.dim
+        self.wait_seconds = wait_seconds
+        self.memory: AssociativeMemory | None = None
+        self.target: str | None = None
+        self.interferer = threading.current_thread()
+        self.started: list[threading.Thread] = []
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        if self.target is not None and threading.current_thread() is self.interferer:
+            number = len(self.started)
+            thread = threading.Thread(
+                target=self.memory.update, args=(self.target, f"text changed {number}")  # type: ignore[union-attr]
+            )
+            self.started.append(thread)
+            thread.start()
+            thread.join(timeout=self.wait_seconds)
+        return self.inner.encode(texts)
+
+
+def test_update_not_starved_by_writer(tmp_path):
+    embedder = InterferingEmbedder()
+    memory = AssociativeMemory(tmp_path / "memory.db", config=SMALL, embedder=embedder)
+    target = memory.add("the original text")
+    embedder.memory, embedder.target = memory, target
+
+    # During every embedding outside the lock, another thread changes the text.
+    memory.update(target, cues=["the cue that must stay"])
+    embedder.target = None
+    for thread in embedder.started:
+        thread.join(timeout=60)
+
+    assert len(embedder.started) == 4
+    record = memory.get(target)
+    assert record.text == "text changed 3"
+    assert "the cue that must stay" in record.cues
+    memory.close()
+
+
 def test_reader_sees_whole_updates():
     memory = new_memory(None)
     target = memory.add("version 0 of the note")
