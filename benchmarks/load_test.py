@@ -9,9 +9,9 @@ Run: ``python -m benchmarks.load_test --count 100000 --out DIR``
 
 Reported: time to write (``add_many`` in batches, one transaction per batch),
 time to close, time to reopen (which rebuilds every in-memory index from the
-file), file size and bytes per memory, peak resident memory of the process. With
-``--profile`` the reopen runs under cProfile and the slowest functions are
-printed.
+file), time of the first and of later recalls, file size and bytes per memory,
+peak resident memory of the process. With ``--profile`` the reopen runs under
+cProfile and the slowest functions are printed.
 """
 
 from __future__ import annotations
@@ -153,11 +153,16 @@ def run(count: int, out: Path, batch_size: int, namespaces: int, profile: bool, 
     reopen_cpu_seconds = time.process_time() - started_cpu
     reopened_count = len(reopened)
 
-    # A few recalls, to show the reopened memory returns results.
+    # The first recall after reopening may build an index lazily, so it is
+    # timed apart from the next ones.
+    queries = ["Who fixed the bike lock?", "the flights to Lisbon", "a vegan lasagne on Sunday", "the museum"]
     started = time.perf_counter()
-    for query in ("Who fixed the bike lock?", "the flights to Lisbon", "a vegan lasagne on Sunday"):
+    first_results = reopened.recall(queries[0], k=5, namespace=("user-0",))
+    first_recall_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    for query in queries[1:]:
         reopened.recall(query, k=5, namespace=("user-0",))
-    recall_ms = (time.perf_counter() - started) / 3 * 1000
+    recall_ms = (time.perf_counter() - started) / (len(queries) - 1) * 1000
     reopened.close()
 
     figures = {
@@ -176,6 +181,8 @@ def run(count: int, out: Path, batch_size: int, namespaces: int, profile: bool, 
         "reopen_cpu_seconds": round(reopen_cpu_seconds, 2),
         "file_bytes": size_bytes,
         "bytes_per_memory": round(size_bytes / max(count, 1), 1),
+        "first_recall_ms": round(first_recall_ms, 1),
+        "first_recall_results": len(first_results),
         "recall_ms": round(recall_ms, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "embeddings": "pseudo-random unit vectors seeded by a hash of each text (RandomEmbedder)",
@@ -217,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         f"({figures['reopened_count']} memories)"
     )
     print(f"  file:    {figures['file_bytes'] / 2**20:.1f} MiB, {figures['bytes_per_memory']:.0f} bytes per memory")
-    print(f"  recall:  {figures['recall_ms']:.1f} ms per query after reopening")
+    print(
+        f"  recall:  {figures['first_recall_ms']:.1f} ms for the first query after reopening, "
+        f"then {figures['recall_ms']:.1f} ms per query"
+    )
     print(f"  peak RSS {figures['peak_rss_mib']:.0f} MiB; {figures['machine']}")
     if profile_text:
         print("\nReopen profile (cumulative):\n" + profile_text)
