@@ -95,9 +95,10 @@ OVERRIDE_MARK = " *"
 SYSTEM_CHOICES = BASELINE_SYSTEMS + tuple(NUONUO_SYSTEMS)
 DATASET_CHOICES = ("locomo", "musique")
 
-# Published figures of flat all-MiniLM-L6-v2 cosine search under these metric
-# definitions. A flat row further than REFERENCE_TOLERANCE from them means that
-# the data, the model or the metric differs from the published setup.
+# Reference figures of flat all-MiniLM-L6-v2 cosine search that come with the
+# benchmark data, under these metric definitions. A flat row further than
+# REFERENCE_TOLERANCE from them means that the data, the model or the metric
+# differs from the reference setup.
 REFERENCE_FLAT = {("LoCoMo", "all@10"): 0.48, ("MuSiQue", "all@2"): 0.49, ("MuSiQue", "all@5"): 0.64}
 REFERENCE_TOLERANCE = 0.02
 
