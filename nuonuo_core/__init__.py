@@ -30,6 +30,7 @@ from nuonuo_core.errors import (
     InvalidTypeError,
     MemoryNotFoundError,
     NamespaceError,
+    NamespaceTypeError,
     NuoNuoError,
     StorageError,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "MemoryNotFoundError",
     "MemoryRecord",
     "NamespaceError",
+    "NamespaceTypeError",
     "Namespace",
     "NuoNuoError",
     "RecallResult",

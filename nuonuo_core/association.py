@@ -451,7 +451,8 @@ class Association:
         return (
             self._codes.nbytes
             + self._alive.nbytes
-            + self._index_pointers.nbytes
-            + self._index_slots.nbytes
+            + self._home.nbytes
+            + sum(segment.pointers.nbytes + segment.slots.nbytes for segment in self._segments)
+            + 16 * sum(len(slots) for slots in self._pending_postings.values())
             + 100 * link_entries
         )

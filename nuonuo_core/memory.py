@@ -51,8 +51,6 @@ NamespaceLike = str | Sequence[str]
 _CODE_CHUNK = 2048
 # Times update() embeds outside the lock before it embeds holding the lock.
 _OPTIMISTIC_UPDATES = 3
-# Dead cue rows a partition keeps before compacting (the threshold of Partition.remove).
-_MIN_DEAD_CUES = 1024
 
 # Sentence-transformers models trained on English text only (their model cards
 # give "language: en"). Their WordPiece tokenizers turn other scripts into
@@ -1044,7 +1042,6 @@ class AssociativeMemory:
                         stored.cues, code,
                     )
             partition.replace_content(slot, entry, vectors, code)
-            _compact_if_sparse(partition)
             return _record(partition, slot)
 
     def delete(self, id: str) -> None:
@@ -1173,12 +1170,6 @@ def _rare_word_limit(memory_count: int) -> int:
 def _content_of(entry: Entry) -> tuple[str, tuple[str | None, ...]]:
     """Return what update() embeds: the text and the caller's extra cues."""
     return entry.text, tuple(c.text for c in entry.cues if c.kind == "user")
-
-
-def _compact_if_sparse(partition: Partition) -> None:
-    """Drop dead cue rows once they are the majority, as ``Partition.remove`` does."""
-    if partition.dead_cues > max(_MIN_DEAD_CUES, partition.cue_count // 2):
-        partition._compact_cues()
 
 
 def _as_list(items: Any) -> list[Any]:

@@ -7,6 +7,8 @@ cannot return or pass through another namespace's memories.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -163,6 +165,10 @@ class Partition:
         self._layout: CueLayout | None = None
         self._ann: Any = None
         self._ann_count = 0
+        self._ann_generation = -1
+        self._ann_building = False
+        # Bumped whenever cue rows move, which invalidates the HNSW index.
+        self._generation = 0
         self.cue_count = 0
         self.dead_cues = 0
         self.association = Association(
@@ -252,6 +258,7 @@ class Partition:
         self._set_text_rows([slot], [entry])
         self.association.set_codes(np.array([slot]), code[None, :])
         self._index_words(slot, entry)
+        self.compact_if_sparse()
 
     def _set_text_rows(self, slots: list[int], entries: list[Entry]) -> None:
         self._layout = None
@@ -267,8 +274,9 @@ class Partition:
             self.chunked[slot] = any(cue.kind == "chunk" for cue in entry.cues)
 
     def _index_words(self, slot: int, entry: Entry) -> None:
-        self.lexical.add(slot, lexical_terms(entry.text))
-        self.entities.add(slot, entity_phrases(entry.text), memory_subject(entry.text))
+        names = entity_phrases(entry.text)
+        self.lexical.add(slot, lexical_terms(entry.text, names))
+        self.entities.add(slot, names, memory_subject(entry.text))
 
     def remove(self, slot: int) -> Entry:
         """Delete the memory in ``slot`` with its cues, code and links; returns its entry."""
@@ -292,9 +300,13 @@ class Partition:
         self.text_row[slot] = -1
         self._layout = None
         self.free_slots.append(slot)
+        self.compact_if_sparse()
+        return entry
+
+    def compact_if_sparse(self) -> None:
+        """Move live cue rows together once dead rows are the majority."""
         if self.dead_cues > max(1024, self.cue_count // 2):
             self._compact_cues()
-        return entry
 
     def _append_cues(self, slot: int, vectors: np.ndarray) -> list[int]:
         owners = np.full(vectors.shape[0], slot, dtype=np.int64)
@@ -328,8 +340,7 @@ class Partition:
     def _compact_cues(self) -> None:
         self._layout = None
         # Rows move, so the approximate index is rebuilt on the next query.
-        self._ann = None
-        self._ann_count = 0
+        self._generation += 1
         keep = np.nonzero(self.cue_owner[: self.cue_count] >= 0)[0]
         new_row = np.full(self.cue_count, -1, dtype=np.int64)
         new_row[keep] = np.arange(keep.shape[0])
@@ -465,24 +476,52 @@ class Partition:
         return slots, scores, similarity, best_rows
 
     def _approximate_index(self) -> Any:
-        """The HNSW index over cue rows, brought up to date; ``None`` without faiss."""
-        if self._ann is None:
+        """The HNSW index over cue rows, brought up to date; ``None`` while it is not ready.
+
+        The first call starts building the index in a background thread from the
+        rows present then, and recall scans exactly until it is done; a build that
+        finishes after the rows were moved by compaction is thrown away.
+        """
+        if self._ann is not None and self._ann_generation == self._generation:
+            if self._ann_count < self.cue_count:
+                # Rows added since: dead rows stay in the index, marked dead by their owner.
+                new_rows = self.cue_vectors[self._ann_count : self.cue_count].to("cpu").numpy()
+                self._ann.add(np.ascontiguousarray(new_rows, dtype=np.float32))
+                self._ann_count = self.cue_count
+            return self._ann
+        if self._ann_building:
+            return None
+        try:
+            import faiss
+        except ImportError:
+            _warn_no_faiss()
+            return None
+        count = self.cue_count
+        rows = np.ascontiguousarray(self.cue_vectors[:count].to("cpu").numpy(), dtype=np.float32)
+        generation = self._generation
+        self._ann_building = True
+
+        def build() -> None:
             try:
-                import faiss
-            except ImportError:
-                _warn_no_faiss()
-                return None
-            index = faiss.IndexHNSWFlat(self.dim, _HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = _HNSW_EF_CONSTRUCTION
-            index.hnsw.efSearch = _HNSW_EF_SEARCH
-            self._ann = index
-            self._ann_count = 0
-        if self._ann_count < self.cue_count:
-            # Dead rows stay in the index as zero vectors; their owner marks them dead.
-            new_rows = self.cue_vectors[self._ann_count : self.cue_count].to("cpu").numpy()
-            self._ann.add(np.ascontiguousarray(new_rows, dtype=np.float32))
-            self._ann_count = self.cue_count
-        return self._ann
+                index = faiss.IndexHNSWFlat(self.dim, _HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+                index.hnsw.efConstruction = _HNSW_EF_CONSTRUCTION
+                index.hnsw.efSearch = _HNSW_EF_SEARCH
+                index.add(rows)
+                self._ann, self._ann_count, self._ann_generation = index, count, generation
+                logger.info("Built the HNSW index of namespace %r over %d cues", self.namespace, count)
+            except Exception:  # noqa: BLE001 - a failed build only means exact scans
+                logger.exception("Building the HNSW index of namespace %r failed", self.namespace)
+            finally:
+                self._ann_building = False
+
+        threading.Thread(target=build, name="nuonuo-hnsw", daemon=True).start()
+        return None
+
+    def build_approximate_index(self) -> None:
+        """Build the HNSW index now and wait for it; for benchmarks and warm-up."""
+        self._approximate_index()
+        while self._ann_building:
+            time.sleep(0.01)
 
     def cue_scores(self, query: torch.Tensor) -> np.ndarray:
         """Cosine similarity of every cue row to the query. Shape ``(cue_count,)``, float32."""

@@ -212,10 +212,13 @@ def heading_subject(text: str, max_words: int = 12) -> str | None:
     return subject or None
 
 
-def lexical_terms(text: str) -> list[str]:
+def lexical_terms(text: str, names: set[str] | None = None) -> list[str]:
     """Terms of a text for lexical matching: its content words, then each name of
     two or more words as one term ("west chicago"), so that a shared name counts
-    more than its words apart."""
+    more than its words apart. ``names`` are the text's :func:`entity_phrases`,
+    if already known."""
     terms = content_words(text)
-    terms.extend(sorted(name for name in entity_phrases(text) if " " in name))
+    if names is None:
+        names = entity_phrases(text)
+    terms.extend(sorted(name for name in names if " " in name))
     return terms
