@@ -4,8 +4,8 @@ NuoNuoRetriever takes the place of ``VectorStoreIndex.as_retriever()``. The
 question asks about the place where Mira's observatory keeps its star plates.
 The note about the flood names neither Mira, the observatory nor the plates,
 so similarity alone ranks it last of the six notes. Recall with ``hops=2``
-reaches it through its link to the archive note (both name the cellar under
-the east dome) and reports, for each source node, the chain of note ids that
+reaches it through its link to the archive note (both name the East Dome, a
+name no other note uses) and reports, for each source node, the chain of note ids that
 led to it.
 
 Runs without network access: the embedding model comes from the
@@ -29,8 +29,8 @@ from nuonuo_llamaindex import NuoNuoRetriever
 
 NOTES = {
     "staff": "Mira Okafor leads the night shift at the Harlow observatory.",
-    "archive": "The Harlow observatory keeps its glass star plates in the cellar under the east dome.",
-    "flood": "In March a burst pipe flooded the cellar under the east dome and soaked two crates.",
+    "archive": "The Harlow observatory keeps its glass star plates in the cellar under the East Dome.",
+    "flood": "In March a burst pipe flooded the cellar under the East Dome and soaked two crates.",
     "telescope": "The main telescope has a mirror of one metre and was rebuilt in 2019.",
     "cafe": "The visitor cafe sells lemon cake and closes at five in winter.",
     "bus": "Bus 14 stops at the foot of the hill every half hour.",

@@ -278,7 +278,7 @@ class AssociativeMemory:
         partition = self._partitions.get(namespace)
         if partition is None and create:
             partition = Partition(namespace, self.config, self.dim, self.device)
-            partition.set_entity_links(self.config.links.entity, _rare_word_limit)
+            partition.set_entity_links(self.config.links.entity, _rare_word_limit, self.config.links.word)
             self._partitions[namespace] = partition
         return partition
 

@@ -710,9 +710,14 @@ class Partition:
             origin = candidates[path[0]]
             candidates[slot] = Candidate(slot, score, float(similarity_of[slot]), hop, path, origin.cue_row)
 
-    def set_entity_links(self, weight: float, max_df: Callable[[int], int]) -> None:
-        """Link memories that share rare names, derived on demand from the entity index."""
+    def set_entity_links(self, weight: float, max_df: Callable[[int], int], word_weight: float = 0.0) -> None:
+        """Link memories that share rare names or rare words, derived on demand
+        from the entity and lexical indexes."""
         self.association.kind_weights["entity"] = weight
         self.association.derived["entity"] = lambda slot: self.entities.neighbours(
             slot, max_df(len(self.entities))
+        )
+        self.association.kind_weights["word"] = word_weight
+        self.association.derived["word"] = lambda slot: self.lexical.rare_neighbours(
+            slot, max_df(len(self.lexical))
         )
