@@ -645,7 +645,10 @@ class Partition:
             for s, a, v, r in zip(cand_slots, attention, cand_similarity, cand_rows)
         }
         if hops > 1:
-            self._spread(candidates, hops, allowed, slots, similarity, scores)
+            # Only the first hopfield_candidates spread, so that asking for more
+            # results does not change the scores of the first ones.
+            seeds = {int(slot) for slot in cand_slots[: config.hopfield_candidates]}
+            self._spread(candidates, hops, allowed, slots, similarity, scores, seeds)
         ranked = sorted(candidates.values(), key=lambda c: (-c.score, c.hops, c.slot))
         return ranked[:k]
 
@@ -657,8 +660,9 @@ class Partition:
         scored_slots: np.ndarray,
         similarity: np.ndarray,
         scores: np.ndarray,
+        seeds: set[int],
     ) -> None:
-        """Spread the candidates' attention through the association, in place.
+        """Spread the seeds' attention through the association, in place.
 
         The activation after ``hops - 1`` steps is the truncated series
         ``a = a0 + d S(a0) + d S(d S(a0)) + ...``, where ``a0`` is the attention of
@@ -680,7 +684,7 @@ class Partition:
         gate[scored_slots] = scored_gate
         total = {slot: c.score for slot, c in candidates.items()}
         best = {slot: (c.score, c.path, 0) for slot, c in candidates.items()}
-        term = {slot: c.score for slot, c in candidates.items() if c.score > 0}
+        term = {slot: c.score for slot, c in candidates.items() if c.score > 0 and slot in seeds}
         term_path = {slot: c.path for slot, c in candidates.items()}
         for hop in range(1, hops):
             if not term:
