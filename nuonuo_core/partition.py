@@ -28,6 +28,11 @@ from nuonuo_core.types import Namespace
 logger = logging.getLogger(__name__)
 
 _INITIAL_CUE_CAPACITY = 64
+_CUE_DTYPE = torch.float16
+# Bound on the error of a half-precision cue score against float32: both unit
+# vectors are rounded to 11 significant bits (at most 2 * 2**-11 * |q| |x|), and
+# the product is rounded once more; with room to spare.
+SCAN_ERROR = 2e-3
 
 # HNSW settings of the approximate first stage, chosen on the speed benchmark:
 # links per node, and candidate lists while building and searching.
@@ -156,7 +161,9 @@ class Partition:
         self.slot_of: dict[str, int] = {}
         self.slot_of_hash: dict[str, int] = {}
         self.last_in_session: dict[str, int] = {}
-        self.cue_vectors = torch.zeros(_INITIAL_CUE_CAPACITY, dim, dtype=torch.float32, device=device)
+        # Half precision halves the bytes that every query scans; candidates near
+        # the top are rescored in float32 (see direct_hits).
+        self.cue_vectors = torch.zeros(_INITIAL_CUE_CAPACITY, dim, dtype=_CUE_DTYPE, device=device)
         self.cue_owner = np.full(_INITIAL_CUE_CAPACITY, -1, dtype=np.int64)
         # Row of each slot's text cue (-1 for a free slot), and whether the
         # memory is split into chunks because the model reads only its beginning.
@@ -318,14 +325,14 @@ class Partition:
         needed = self.cue_count + count
         if needed > self.cue_vectors.shape[0]:
             capacity = max(needed, 2 * self.cue_vectors.shape[0])
-            grown = torch.zeros(capacity, self.dim, dtype=torch.float32, device=self.device)
+            grown = torch.zeros(capacity, self.dim, dtype=_CUE_DTYPE, device=self.device)
             grown[: self.cue_count] = self.cue_vectors[: self.cue_count]
             self.cue_vectors = grown
             owner = np.full(capacity, -1, dtype=np.int64)
             owner[: self.cue_count] = self.cue_owner[: self.cue_count]
             self.cue_owner = owner
         start = self.cue_count
-        self.cue_vectors[start:needed] = torch.from_numpy(vectors).to(self.device)
+        self.cue_vectors[start:needed] = torch.from_numpy(vectors).to(self.device, _CUE_DTYPE)
         self.cue_owner[start:needed] = owners
         self.cue_count = needed
         return list(range(start, needed))
@@ -360,7 +367,7 @@ class Partition:
     def memory_vectors(self, slots: list[int]) -> torch.Tensor:
         """Return the text-cue vector of each slot. Shape ``(len(slots), dim)``."""
         rows = [self.entries[s].cue_rows[0] for s in slots]  # type: ignore[union-attr]
-        return self.cue_vectors[torch.tensor(rows, dtype=torch.long, device=self.device)]
+        return self.cue_vectors[torch.tensor(rows, dtype=torch.long, device=self.device)].float()
 
     def direct_scores(
         self, query: torch.Tensor, query_words: list[str], allowed: np.ndarray | None
@@ -412,14 +419,55 @@ class Partition:
         # A chunked text scores by its best chunk, since its text cue sees only
         # the beginning.
         weight = np.where(chunked, 1.0, self.config.sentence_cue_weight)
-        scores = text_similarity + weight * np.maximum(0.0, similarity - text_similarity)
+        dense = text_similarity + weight * np.maximum(0.0, similarity - text_similarity)
+        scores = dense
         if self.config.lexical_weight > 0 and query_words:
             lex_slots, lex_scores = self.lexical.score(query_words)
             if lex_scores.size:
                 lexical = np.zeros(len(self.entries), dtype=np.float64)
                 lexical[lex_slots] = lex_scores / lex_scores.max()
-                scores = scores + self.config.lexical_weight * lexical[slots]
+                scores = dense + self.config.lexical_weight * lexical[slots]
+        scores = scores.copy()
+        self._rescore_near_top(query, slots, scores, dense, similarity, rows)
         return slots, scores, similarity, rows
+
+    def _rescore_near_top(
+        self,
+        query: torch.Tensor,
+        slots: np.ndarray,
+        scores: np.ndarray,
+        dense: np.ndarray,
+        similarity: np.ndarray,
+        rows: np.ndarray,
+    ) -> None:
+        """Recompute in float32, in place, every memory that may rank among the candidates.
+
+        Half-precision scores are within ``SCAN_ERROR`` of float32 ones, and a
+        memory's score moves by at most that much, so every memory within twice
+        that of the last candidate is rescored; the candidates are then exactly
+        those of a float32 scan.
+        """
+        n = min(self.config.hopfield_candidates, scores.shape[0])
+        if n == 0:
+            return
+        cutoff = np.partition(scores, scores.shape[0] - n)[scores.shape[0] - n] - 2 * SCAN_ERROR
+        near = np.flatnonzero(scores >= cutoff)
+        cue_rows = [self.entries[slots[p]].cue_rows for p in near.tolist()]  # type: ignore[union-attr]
+        flat_rows = np.fromiter((r for group in cue_rows for r in group), dtype=np.int64)
+        exact = self.exact_cue_scores(flat_rows, query).astype(np.float64)
+        start = 0
+        for position, group in zip(near.tolist(), cue_rows):
+            block = exact[start : start + len(group)]
+            start += len(group)
+            best = int(np.argmax(block))
+            text_similarity = float(block[0])
+            weight = 1.0 if self.chunked[slots[position]] else self.config.sentence_cue_weight
+            lexical_part = scores[position] - dense[position]
+            similarity[position] = block[best]
+            rows[position] = group[best]
+            scores[position] = (
+                text_similarity + weight * max(0.0, float(block[best]) - text_similarity) + lexical_part
+            )
 
     def _approximate_scores(
         self, query: torch.Tensor, query_words: list[str]
@@ -454,7 +502,7 @@ class Partition:
         cue_rows = [self.entries[s].cue_rows for s in slots.tolist()]  # type: ignore[union-attr]
         flat_rows = np.array([r for rows_of in cue_rows for r in rows_of], dtype=np.int64)
         with torch.no_grad():
-            vectors = self.cue_vectors[torch.from_numpy(flat_rows).to(self.device)]
+            vectors = self.cue_vectors[torch.from_numpy(flat_rows).to(self.device)].float()
             flat_scores = (vectors @ query).to("cpu").numpy().astype(np.float64)
         text_similarity = np.empty(slots.shape[0], dtype=np.float64)
         similarity = np.empty(slots.shape[0], dtype=np.float64)
@@ -485,7 +533,7 @@ class Partition:
         if self._ann is not None and self._ann_generation == self._generation:
             if self._ann_count < self.cue_count:
                 # Rows added since: dead rows stay in the index, marked dead by their owner.
-                new_rows = self.cue_vectors[self._ann_count : self.cue_count].to("cpu").numpy()
+                new_rows = self.cue_vectors[self._ann_count : self.cue_count].to("cpu").float().numpy()
                 self._ann.add(np.ascontiguousarray(new_rows, dtype=np.float32))
                 self._ann_count = self.cue_count
             return self._ann
@@ -497,7 +545,7 @@ class Partition:
             _warn_no_faiss()
             return None
         count = self.cue_count
-        rows = np.ascontiguousarray(self.cue_vectors[:count].to("cpu").numpy(), dtype=np.float32)
+        rows = np.ascontiguousarray(self.cue_vectors[:count].to("cpu").float().numpy(), dtype=np.float32)
         generation = self._generation
         self._ann_building = True
 
@@ -524,12 +572,22 @@ class Partition:
             time.sleep(0.01)
 
     def cue_scores(self, query: torch.Tensor) -> np.ndarray:
-        """Cosine similarity of every cue row to the query. Shape ``(cue_count,)``, float32."""
+        """Cosine similarity of every cue row to the query, in half precision.
+
+        Each score is within :data:`SCAN_ERROR` of the float32 one.
+
+        Returns:
+            Shape ``(cue_count,)``, float32.
+        """
         with torch.no_grad():
-            if self.device.type == "cpu":
-                # NumPy's matrix-vector product beats torch's on a small CPU.
-                return self.cue_vectors[: self.cue_count].numpy() @ query.numpy()
-            return (self.cue_vectors[: self.cue_count] @ query).to("cpu").numpy()
+            scores = torch.mv(self.cue_vectors[: self.cue_count], query.to(_CUE_DTYPE))
+            return scores.to("cpu").float().numpy()
+
+    def exact_cue_scores(self, rows: np.ndarray, query: torch.Tensor) -> np.ndarray:
+        """Cosine similarity of the given cue rows to the query in float32. Shape ``(len(rows),)``."""
+        with torch.no_grad():
+            vectors = self.cue_vectors[torch.from_numpy(rows).to(self.device)].float()
+            return (vectors @ query.float()).to("cpu").numpy()
 
     def _cue_layout(self) -> CueLayout:
         """Which cue rows belong to which memory, rebuilt after any change to the cues."""
@@ -633,7 +691,7 @@ class Partition:
         else:
             attention = np.exp(config.beta * cand_scores - log_normalizer)
         if config.settle_weight > 0:
-            patterns = self.cue_vectors[torch.from_numpy(cand_rows).to(self.device)]
+            patterns = self.cue_vectors[torch.from_numpy(cand_rows).to(self.device)].float()
             settled = hopfield_settle(
                 query, patterns, config.beta, config.settle_steps_max, config.settle_eps
             )
