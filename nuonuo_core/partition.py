@@ -371,13 +371,16 @@ class Partition:
 
     def direct_scores(
         self, query: torch.Tensor, query_words: list[str], allowed: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Score every live memory against the query by its best cue.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Score every live memory against the query by its cues.
 
         Returns:
-            ``(slots, scores, similarity, cue_rows)`` of every live, allowed
-            memory: the score used for ranking (cosine of the best cue plus the
-            weighted lexical score), the cosine alone, and the best cue's row.
+            ``(slots, scores, similarity, cue_rows, exact)`` of every live, allowed
+            memory: the score used for ranking (text cue raised toward the best
+            other cue, plus the weighted lexical score), the cosine of the best
+            cue, and that cue's row; ``exact`` are the positions whose values were
+            computed in float32, a superset of the top ``hopfield_candidates``.
+            Other positions hold half-precision values, and their row is the text cue's.
         """
         if self.cue_count - self.dead_cues >= self.config.ann_threshold and allowed is None:
             approximate = self._approximate_scores(query, query_words)
@@ -386,28 +389,19 @@ class Partition:
         layout = self._cue_layout()
         if layout.slots.size == 0:
             empty = np.zeros(0, dtype=np.int64)
-            return empty, np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.float64), empty
+            return empty, np.zeros(0, np.float32), np.zeros(0, np.float32), empty, empty
         all_scores = self.cue_scores(query)
-        text_similarity = all_scores[layout.text_rows].astype(np.float64)
-        similarity = text_similarity.copy()
-        rows = layout.text_rows.copy()
-
-        # The best of each memory's other cues, where it beats the text cue.
+        text_similarity = all_scores[layout.text_rows]
+        similarity = text_similarity
         if layout.extra_rows.size:
-            extra = all_scores[layout.extra_rows].astype(np.float64)
-            group_max = np.maximum.reduceat(extra, layout.group_starts)
-            better = group_max > similarity[layout.group_positions]
-            if better.any():
-                is_max = extra == np.repeat(group_max, layout.group_lengths)
-                hits = np.flatnonzero(is_max)
-                group_of_hit = np.searchsorted(layout.group_starts, hits, side="right") - 1
-                _, first = np.unique(group_of_hit, return_index=True)
-                best_extra_row = layout.extra_rows[hits[first]]
-                positions = layout.group_positions[better]
-                similarity[positions] = group_max[better]
-                rows[positions] = best_extra_row[better]
+            # The best of each memory's other cues, where it beats the text cue.
+            group_max = np.maximum.reduceat(all_scores[layout.extra_rows], layout.group_starts)
+            similarity = text_similarity.copy()
+            positions = layout.group_positions
+            similarity[positions] = np.maximum(similarity[positions], group_max)
         slots = layout.slots
         chunked = layout.chunked
+        rows = layout.text_rows.copy()
 
         if allowed is not None:
             keep = allowed[slots]
@@ -418,18 +412,24 @@ class Partition:
         # other cue: a matching sentence helps without outweighing the whole text.
         # A chunked text scores by its best chunk, since its text cue sees only
         # the beginning.
-        weight = np.where(chunked, 1.0, self.config.sentence_cue_weight)
-        dense = text_similarity + weight * np.maximum(0.0, similarity - text_similarity)
+        if similarity is text_similarity:
+            dense = text_similarity.copy()
+        else:
+            weight = np.where(chunked, np.float32(1.0), np.float32(self.config.sentence_cue_weight))
+            dense = text_similarity + weight * np.maximum(np.float32(0.0), similarity - text_similarity)
         scores = dense
         if self.config.lexical_weight > 0 and query_words:
             lex_slots, lex_scores = self.lexical.score(query_words)
             if lex_scores.size:
-                lexical = np.zeros(len(self.entries), dtype=np.float64)
+                lexical = np.zeros(len(self.entries), dtype=np.float32)
                 lexical[lex_slots] = lex_scores / lex_scores.max()
-                scores = dense + self.config.lexical_weight * lexical[slots]
-        scores = scores.copy()
-        self._rescore_near_top(query, slots, scores, dense, similarity, rows)
-        return slots, scores, similarity, rows
+                scores = dense + np.float32(self.config.lexical_weight) * lexical[slots]
+        if scores is dense:
+            scores = dense.copy()
+        if similarity is text_similarity:
+            similarity = similarity.copy()
+        exact = self._rescore_near_top(query, slots, scores, dense, similarity, rows)
+        return slots, scores, similarity, rows, exact
 
     def _rescore_near_top(
         self,
@@ -439,35 +439,38 @@ class Partition:
         dense: np.ndarray,
         similarity: np.ndarray,
         rows: np.ndarray,
-    ) -> None:
+    ) -> np.ndarray:
         """Recompute in float32, in place, every memory that may rank among the candidates.
 
         Half-precision scores are within ``SCAN_ERROR`` of float32 ones, and a
         memory's score moves by at most that much, so every memory within twice
         that of the last candidate is rescored; the candidates are then exactly
-        those of a float32 scan.
+        those of a float32 scan. Returns the rescored positions.
         """
         n = min(self.config.hopfield_candidates, scores.shape[0])
-        if n == 0:
-            return
         cutoff = np.partition(scores, scores.shape[0] - n)[scores.shape[0] - n] - 2 * SCAN_ERROR
         near = np.flatnonzero(scores >= cutoff)
-        cue_rows = [self.entries[slots[p]].cue_rows for p in near.tolist()]  # type: ignore[union-attr]
-        flat_rows = np.fromiter((r for group in cue_rows for r in group), dtype=np.int64)
-        exact = self.exact_cue_scores(flat_rows, query).astype(np.float64)
-        start = 0
-        for position, group in zip(near.tolist(), cue_rows):
-            block = exact[start : start + len(group)]
-            start += len(group)
-            best = int(np.argmax(block))
-            text_similarity = float(block[0])
-            weight = 1.0 if self.chunked[slots[position]] else self.config.sentence_cue_weight
-            lexical_part = scores[position] - dense[position]
-            similarity[position] = block[best]
-            rows[position] = group[best]
-            scores[position] = (
-                text_similarity + weight * max(0.0, float(block[best]) - text_similarity) + lexical_part
-            )
+        near_slots = slots[near]
+        groups = [self.entries[slot].cue_rows for slot in near_slots.tolist()]  # type: ignore[union-attr]
+        lengths = np.fromiter((len(g) for g in groups), dtype=np.int64, count=len(groups))
+        flat_rows = np.fromiter((r for g in groups for r in g), dtype=np.int64, count=int(lengths.sum()))
+        exact = self.exact_cue_scores(flat_rows, query)
+
+        # Per memory: its text cue comes first; find the best cue and its row.
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        best = np.maximum.reduceat(exact, starts)
+        text_similarity = exact[starts]
+        hits = np.flatnonzero(exact == np.repeat(best, lengths))
+        group_of_hit = np.searchsorted(starts, hits, side="right") - 1
+        _, first = np.unique(group_of_hit, return_index=True)
+        best_rows = flat_rows[hits[first]]
+
+        weight = np.where(self.chunked[near_slots], np.float32(1.0), np.float32(self.config.sentence_cue_weight))
+        lexical_part = scores[near] - dense[near]
+        similarity[near] = best
+        rows[near] = best_rows
+        scores[near] = text_similarity + weight * np.maximum(np.float32(0.0), best - text_similarity) + lexical_part
+        return near
 
     def _approximate_scores(
         self, query: torch.Tensor, query_words: list[str]
@@ -521,7 +524,7 @@ class Partition:
             scores = scores + self.config.lexical_weight * np.array(
                 [lexical_scores.get(s, 0.0) for s in slots.tolist()]
             )
-        return slots, scores, similarity, best_rows
+        return slots, scores, similarity, best_rows, np.arange(slots.shape[0])
 
     def _approximate_index(self) -> Any:
         """The HNSW index over cue rows, brought up to date; ``None`` while it is not ready.
@@ -636,11 +639,16 @@ class Partition:
         """
         config = self.config
         allowed = self.allowed_mask(filter)
-        slots, scores, similarity, rows = self.direct_scores(query, query_words, allowed)
+        slots, scores, similarity, rows, exact = self.direct_scores(query, query_words, allowed)
         if slots.size == 0:
             return None
         n = min(max(config.hopfield_candidates, k), slots.shape[0])
-        top = np.argpartition(-scores, n - 1)[:n] if n < slots.shape[0] else np.arange(slots.shape[0])
+        # The top hopfield_candidates are among the exactly scored positions.
+        pool = exact if n <= exact.shape[0] and n <= config.hopfield_candidates else np.arange(slots.shape[0])
+        if n < pool.shape[0]:
+            top = pool[np.argpartition(-scores[pool], n - 1)[:n]]
+        else:
+            top = pool
         top = top[np.argsort(-scores[top], kind="stable")]
         top = top[similarity[top] >= config.min_score]
         if top.size == 0:
