@@ -142,7 +142,7 @@ def winner_take_all(
     row is cut into tiles of 64 units, only the ``k`` tiles with the largest
     maxima can hold a winner (a winner's tile maximum is at least the winner,
     and fewer than ``k`` values exceed it), and the winners are picked among
-    those tiles. Rows are processed ``rows_per_step`` at a time so that the
+    those tiles' units that reach the ``k``-th largest tile maximum. Rows are processed ``rows_per_step`` at a time so that the
     projected activity stays in the CPU cache.
 
     Shape:
@@ -176,7 +176,7 @@ def _winner_take_all_rows(embeddings: torch.Tensor, projection: Projection, k: i
     # Maximum of every tile, as (n, tiles) with tiles numbered block by block.
     tile_max = activity.view(blocks, n, tiles_per_block, tile).amax(dim=3)
     tile_max = tile_max.transpose(0, 1).reshape(n, blocks * tiles_per_block)
-    best_tiles = tile_max.topk(k, dim=1, sorted=False).indices  # (n, k)
+    tile_values, best_tiles = tile_max.topk(k, dim=1, sorted=False)  # (n, k)
 
     # Flat positions, in the block-major activity tensor, of every unit in those tiles.
     block_of_tile = best_tiles // tiles_per_block
@@ -186,10 +186,27 @@ def _winner_take_all_rows(embeddings: torch.Tensor, projection: Projection, k: i
     offsets = torch.arange(tile, device=device)
     positions = (tile_start.unsqueeze(2) + offsets).view(n, k * tile)
     candidates = torch.gather(activity.reshape(-1), 0, positions.view(-1)).view(n, k * tile)
-    winners = candidates.topk(k, dim=1, sorted=False).indices
+
+    # Every winner is at least the k-th largest tile maximum, and at least k
+    # candidates reach it, so keep those (usually a few more than k) and pick
+    # the k largest among them.
+    threshold = tile_values.min(dim=1, keepdim=True).values
+    kept = (candidates >= threshold).nonzero()  # (m, 2), row by row
+    counts = torch.bincount(kept[:, 0], minlength=n)
+    width = int(counts.max())
+    starts = torch.cumsum(counts, 0) - counts
+    column = torch.arange(kept.shape[0], device=device) - starts[kept[:, 0]]
+    kept_values = torch.full((n, width), float("-inf"), device=device)
+    kept_positions = torch.zeros((n, width), dtype=torch.int64, device=device)
+    kept_values[kept[:, 0], column] = candidates[kept[:, 0], kept[:, 1]]
+    kept_positions[kept[:, 0], column] = positions[kept[:, 0], kept[:, 1]]
+    if width == k:
+        chosen = kept_positions
+    else:
+        winners = kept_values.topk(k, dim=1, sorted=False).indices
+        chosen = torch.gather(kept_positions, 1, winners)
 
     # Back from positions to unit indices: block * block_size + offset in block.
-    chosen = torch.gather(positions, 1, winners)
     block = chosen // (n * block_size)
     within = chosen % block_size
     return (block * block_size + within).sort(dim=1).values
