@@ -21,6 +21,9 @@ from nuonuo_core.errors import ConfigError, EmbeddingError
 
 logger = logging.getLogger(__name__)
 
+Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+
 # Names under which the packaged all-MiniLM-L6-v2 copy is found.
 _PACKAGED_MODEL_NAMES = {DEFAULT_EMBEDDING_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -75,6 +78,13 @@ def validate_embeddings(vectors: Any, count: int, dim: int, source: str) -> np.n
         bad = int(np.nonzero(norms[:, 0] == 0)[0][0])
         raise EmbeddingError(f"embedder {source!r} returned a zero vector for text {bad} of {count}")
     return array / norms
+
+
+def _onnx_available() -> bool:
+    """Whether the ``fast`` extra (onnxruntime, onnx, onnxscript) is installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx", "onnxscript"))
 
 
 def packaged_model_path() -> Path | None:
@@ -156,8 +166,16 @@ class SentenceTransformerEmbedder:
     Args:
         model_name_or_path: Model name or folder. Default ``"all-MiniLM-L6-v2"``.
         device: ``"cpu"``, ``"cuda"`` or ``None`` for CUDA when available.
-        backend: ``"torch"`` runs the model in PyTorch; ``"onnx"`` exports it once
-            to ONNX in ``cache_dir`` and runs it with ONNX Runtime on the CPU.
+        backend: ``"torch"`` runs the model in PyTorch. ``"onnx"`` exports it
+            once to ONNX in ``cache_dir`` and runs it with ONNX Runtime on the
+            CPU: the same vectors (within 1e-6), a short query about three times
+            faster. ``"onnx-int8"`` also quantises the weights to 8 bits, about
+            2.5 times the batch throughput, but its vectors differ (cosine about
+            0.95 to the float ones) and it lowered recall on the quality
+            benchmark, so it is never chosen by itself. ``"auto"`` (default)
+            picks ``"onnx"`` on the CPU when the ``fast`` extra is installed,
+            else ``"torch"``; a failed export falls back to ``"torch"`` with a
+            warning.
         cache_dir: Folder of ONNX exports. Default ``~/.cache/nuonuo``.
     """
 
@@ -165,11 +183,11 @@ class SentenceTransformerEmbedder:
         self,
         model_name_or_path: str = DEFAULT_EMBEDDING_MODEL,
         device: str | None = None,
-        backend: Literal["torch", "onnx"] = "torch",
+        backend: Backend = "auto",
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        if backend not in ("torch", "onnx"):
-            raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         from sentence_transformers import SentenceTransformer
 
         self.name = model_name_or_path
@@ -186,14 +204,26 @@ class SentenceTransformerEmbedder:
         self.dim = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length)
         self._onnx = None
-        if backend == "onnx":
-            from nuonuo_core.onnx_backend import OnnxEncoder
-
-            self._onnx = OnnxEncoder.for_sentence_transformer(self.model, path, cache_dir)
+        if backend == "auto":
+            backend = "onnx" if self.model.device.type == "cpu" and _onnx_available() else "torch"
+            if backend == "onnx":
+                try:
+                    self._load_onnx(path, cache_dir, quantize=False)
+                except Exception as error:  # noqa: BLE001 - any export failure means the slower path
+                    logger.warning("Running the embedding model in PyTorch: ONNX export failed: %s", error)
+                    backend = "torch"
+        elif backend in ("onnx", "onnx-int8"):
+            self._load_onnx(path, cache_dir, quantize=backend == "onnx-int8")
+        self.backend = backend
         logger.info(
             "Loaded embedding model %s (dim %d) on %s with the %s backend",
             model_name_or_path, self.dim, self.model.device, backend,
         )
+
+    def _load_onnx(self, path: str, cache_dir: str | os.PathLike[str] | None, quantize: bool) -> None:
+        from nuonuo_core.onnx_backend import OnnxEncoder
+
+        self._onnx = OnnxEncoder.for_sentence_transformer(self.model, path, cache_dir, quantize=quantize)
 
     def encode(
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False
@@ -261,7 +291,7 @@ class HashingEmbedder:
 def load_embedder(
     model_name_or_path: str = DEFAULT_EMBEDDING_MODEL,
     device: str | None = None,
-    backend: Literal["torch", "onnx"] = "torch",
+    backend: Backend = "auto",
 ) -> SentenceTransformerEmbedder:
     """Load a sentence-transformers embedder, reusing one already loaded in this process.
 

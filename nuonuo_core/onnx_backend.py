@@ -75,7 +75,11 @@ class OnnxEncoder:
 
     @classmethod
     def for_sentence_transformer(
-        cls, model: Any, model_path: str, cache_dir: str | os.PathLike[str] | None = None
+        cls,
+        model: Any,
+        model_path: str,
+        cache_dir: str | os.PathLike[str] | None = None,
+        quantize: bool = False,
     ) -> OnnxEncoder:
         """Export ``model``'s transformer once and return an encoder that runs it.
 
@@ -84,6 +88,7 @@ class OnnxEncoder:
                 transformer, a mean or CLS pooling, and optionally a normalisation.
             model_path: Folder the model was loaded from; its files name the export.
             cache_dir: Folder of exports; :func:`default_cache_dir` when ``None``.
+            quantize: Run a copy whose weights are quantised to 8 bits.
         """
         modules = list(model)
         transformer = modules[0]
@@ -97,6 +102,15 @@ class OnnxEncoder:
         with _EXPORT_LOCK:
             if not onnx_path.exists():
                 _export(transformer.auto_model, model.tokenizer, onnx_path)
+            if quantize:
+                quantized = onnx_path.with_name("model.int8.onnx")
+                if not quantized.exists():
+                    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                    partial = quantized.with_name("model.int8.partial.onnx")
+                    quantize_dynamic(str(onnx_path), str(partial), weight_type=QuantType.QInt8)
+                    os.replace(partial, quantized)
+                onnx_path = quantized
         return cls(onnx_path, model.tokenizer, int(model.max_seq_length), pooling, normalize)
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
