@@ -134,7 +134,7 @@ def project(embeddings: torch.Tensor, projection: Projection) -> torch.Tensor:
 
 @torch.no_grad()
 def winner_take_all(
-    embeddings: torch.Tensor, projection: Projection, k: int, rows_per_step: int = 256
+    embeddings: torch.Tensor, projection: Projection, k: int, rows_per_step: int = 128
 ) -> torch.Tensor:
     """Turn embeddings into sparse codes: project, then keep the ``k`` largest units.
 

@@ -34,10 +34,12 @@ _CUE_DTYPE = torch.float16
 # the product is rounded once more; with room to spare.
 SCAN_ERROR = 2e-3
 
-# HNSW settings of the approximate first stage, chosen on the speed benchmark:
-# links per node, and candidate lists while building and searching.
-_HNSW_NEIGHBOURS = 32
-_HNSW_EF_CONSTRUCTION = 80
+# HNSW settings of the approximate first stage: links per node, and candidate
+# lists while building and searching. On held-out LoCoMo and MuSiQue embeddings
+# these reach recall@10 0.99 against exact search; 32 links gained 0.004 and
+# built a quarter slower.
+_HNSW_NEIGHBOURS = 16
+_HNSW_EF_CONSTRUCTION = 64
 _HNSW_EF_SEARCH = 128
 
 _warned_no_faiss = False

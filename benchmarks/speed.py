@@ -1,0 +1,426 @@
+"""Speed, memory and scale of NuoNuo beside FAISS and LangGraph's InMemoryStore.
+
+Scale runs store random unit vectors of dimension 384 (no embedding model), N
+of them, each memory linked to the one before it as in a conversation. For
+every N the same vectors go into NuoNuo, a FAISS ``IndexFlatIP`` (exact), a FAISS
+HNSW index and, up to ``--store-limit``, LangGraph's ``InMemoryStore``. Queries
+are held-out random unit vectors. End-to-end runs use the real LoCoMo turns
+and questions with all-MiniLM-L6-v2.
+
+Random vectors are the hardest case for approximate search: in 384 dimensions
+the ten nearest of a million random points are barely nearer than the rest, so
+HNSW recall against exact search is far lower than on real embeddings, which
+cluster. Both are reported.
+
+Run: ``python -m benchmarks.speed [--sizes 1000,20000,100000,1000000] [--out DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from benchmarks.common import default_data_dir, machine_description
+from nuonuo_core import AssociativeMemory, MemoryConfig
+from nuonuo_core.association import Association
+from nuonuo_core.functional import hebbian_update_, make_projection, winner_take_all
+
+DIM = 384
+QUERIES = 200
+
+
+class VectorTable:
+    """An embedder that looks vectors up by text: ``"v12"`` is row 12 of ``vectors``."""
+
+    name = "random-vectors"
+    dim = DIM
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self.vectors = vectors
+
+    def encode(self, texts, *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        return self.vectors[[int(t[1:]) for t in texts]]
+
+
+def unit_vectors(count: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.empty((count, DIM), dtype=np.float32)
+    for start in range(0, count, 100_000):
+        block = rng.standard_normal((min(100_000, count - start), DIM)).astype(np.float32)
+        out[start : start + block.shape[0]] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds."""
+    values = np.asarray(samples) * 1000
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def timed(function: Callable[[], Any], repeats: int) -> list[float]:
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now."""
+    with open("/proc/self/statm", encoding="ascii") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def recall_at_10(found: list[list[int]], truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f[:10]) & set(t[:10].tolist())) / 10 for f, t in zip(found, truth)]))
+
+
+# ---------------------------------------------------------------------- learning
+
+
+def measure_learning(vectors: np.ndarray) -> dict[str, float]:
+    """Learning excluding embedding: pattern separation plus the factored Hebbian update.
+
+    Each memory gets its code (projection and winner-take-all) and is linked to
+    the one before it, which is what ``add_many`` does for the association.
+    """
+    projection = make_projection(DIM, 16384, 32, 0)
+    association = Association(16384, 50, {"session": 1.0})
+    started = time.perf_counter()
+    codes = winner_take_all(torch.from_numpy(vectors), projection, 50).numpy()
+    separated = time.perf_counter()
+    association.set_codes(np.arange(vectors.shape[0]), codes)
+    for slot in range(1, vectors.shape[0]):
+        association.link(slot - 1, slot, "session", 1.0)
+    finished = time.perf_counter()
+    return {
+        "learn_per_s": vectors.shape[0] / (finished - started),
+        "separation_per_s": vectors.shape[0] / (separated - started),
+        "association_per_s": vectors.shape[0] / (finished - separated),
+    }
+
+
+def measure_dense_reference(vectors: np.ndarray, updates: int = 4) -> float:
+    """The prototype's learning: codes plus a dense outer-product update of a 1 GB matrix."""
+    projection = make_projection(DIM, 16384, 32, 0)
+    matrix = torch.zeros(16384, 16384, dtype=torch.float32)
+    codes = winner_take_all(torch.from_numpy(vectors[: updates + 1]), projection, 50)
+    hebbian_update_(matrix, codes[:1], codes[1:2])  # first touch of the pages
+    started = time.perf_counter()
+    for i in range(updates):
+        fresh = winner_take_all(torch.from_numpy(vectors[i : i + 2]), projection, 50)
+        hebbian_update_(matrix, fresh[:1], fresh[1:2])
+    rate = updates / (time.perf_counter() - started)
+    del matrix
+    gc.collect()
+    return rate
+
+
+# ---------------------------------------------------------------------- scale
+
+
+def scale_run(count: int, args: argparse.Namespace) -> dict[str, Any]:
+    print(f"\n== {count:,} memories ==", file=sys.stderr, flush=True)
+    vectors = unit_vectors(count, seed=1)
+    queries = unit_vectors(QUERIES, seed=2)
+    result: dict[str, Any] = {"n": count}
+    result.update(measure_learning(vectors))
+
+    # NuoNuo, exact first stage (threshold above N), then with HNSW where N is large.
+    rss_before = rss_bytes()
+    config = MemoryConfig(device="cpu", ann_threshold=max(count + 1, 200_000))
+    memory = AssociativeMemory(embedder=VectorTable(vectors), config=config)
+    started = time.perf_counter()
+    for start in range(0, count, 50_000):
+        memory.add_many([f"v{i}" for i in range(start, min(count, start + 50_000))], session="s", batch_size=4096)
+    result["add_many_per_s"] = count / (time.perf_counter() - started)
+    result["bytes_per_memory_tensors"] = memory.nbytes() / count
+    result["bytes_per_memory_rss"] = (rss_bytes() - rss_before) / count
+    result["association_bytes"] = memory.association_nbytes()
+
+    query_tensors = torch.from_numpy(queries)
+    for i in range(20):
+        memory.recall_by_vector(query_tensors[i], 10, hops=3)
+    exact_found = []
+    for hops in (1, 3, 10):
+        samples = []
+        for i in range(QUERIES):
+            started = time.perf_counter()
+            found = memory.recall_by_vector(query_tensors[i], 10, hops=hops)
+            samples.append(time.perf_counter() - started)
+            if hops == 1:
+                exact_found.append([int(r.text[1:]) for r in found])
+        result[f"recall_hops{hops}_p50"], result[f"recall_hops{hops}_p99"] = percentiles(samples)
+
+    # FAISS exact and HNSW on the same vectors.
+    import faiss
+
+    flat = faiss.IndexFlatIP(DIM)
+    started = time.perf_counter()
+    flat.add(vectors)
+    result["faiss_flat_add_per_s"] = count / (time.perf_counter() - started)
+    truth = flat.search(queries, 10)[1]
+    samples = []
+    for i in range(QUERIES):
+        started = time.perf_counter()
+        flat.search(queries[i : i + 1], 10)
+        samples.append(time.perf_counter() - started)
+    result["faiss_flat_p50"], result["faiss_flat_p99"] = percentiles(samples)
+    result["faiss_flat_bytes_per_memory"] = DIM * 4
+    result["nuonuo_exact_recall_at_10"] = recall_at_10(exact_found, truth)
+
+    if count >= args.hnsw_from:
+        partition = memory._partitions[()]
+        memory.config = config.replace(ann_threshold=1)
+        partition.config = memory.config
+        started = time.perf_counter()
+        partition.build_approximate_index()
+        result["hnsw_build_per_s"] = count / (time.perf_counter() - started)
+        index = partition._ann
+        for ef in (128, 512):
+            index.hnsw.efSearch = ef
+            samples, found_all = [], []
+            for i in range(QUERIES):
+                started = time.perf_counter()
+                found = memory.recall_by_vector(query_tensors[i], 10, hops=1)
+                samples.append(time.perf_counter() - started)
+                found_all.append([int(r.text[1:]) for r in found])
+            result[f"nuonuo_hnsw_ef{ef}_p50"], result[f"nuonuo_hnsw_ef{ef}_p99"] = percentiles(samples)
+            result[f"nuonuo_hnsw_ef{ef}_recall_at_10"] = recall_at_10(found_all, truth)
+            samples, raw = [], []
+            for i in range(QUERIES):
+                started = time.perf_counter()
+                ids = index.search(queries[i : i + 1], 10)[1][0]
+                samples.append(time.perf_counter() - started)
+                raw.append(ids.tolist())
+            result[f"faiss_hnsw_ef{ef}_p50"], _ = percentiles(samples)
+            result[f"faiss_hnsw_ef{ef}_recall_at_10"] = recall_at_10(raw, truth)
+
+    if count <= args.store_limit:
+        result.update(measure_inmemory_store(vectors, queries))
+    del memory, flat
+    gc.collect()
+    return result
+
+
+def measure_inmemory_store(vectors: np.ndarray, queries: np.ndarray) -> dict[str, float]:
+    """LangGraph's InMemoryStore with an embedding function that looks vectors up."""
+    from langgraph.store.memory import InMemoryStore
+
+    lookup = {f"v{i}": vectors[i] for i in range(vectors.shape[0])}
+    query_lookup = {f"q{i}": queries[i] for i in range(queries.shape[0])}
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        return [(lookup.get(t) if t in lookup else query_lookup[t]).tolist() for t in texts]
+
+    store = InMemoryStore(index={"dims": DIM, "embed": embed, "fields": ["text"]})
+    started = time.perf_counter()
+    for i in range(vectors.shape[0]):
+        store.put(("bench",), str(i), {"text": f"v{i}"})
+    put_rate = vectors.shape[0] / (time.perf_counter() - started)
+    samples = []
+    for i in range(min(QUERIES, 50)):
+        started = time.perf_counter()
+        store.search(("bench",), query=f"q{i}", limit=10)
+        samples.append(time.perf_counter() - started)
+    p50, p99 = percentiles(samples)
+    return {"store_put_per_s": put_rate, "store_search_p50": p50, "store_search_p99": p99}
+
+
+# ---------------------------------------------------------------------- end to end
+
+
+def end_to_end(data_dir: Path) -> dict[str, Any]:
+    """Ingestion and query latency with the real model on LoCoMo text."""
+    from benchmarks.datasets import load_locomo
+    from nuonuo_core.embedding import SentenceTransformerEmbedder
+    from nuonuo_core.loaders import locomo_items
+
+    conversations, questions = load_locomo(data_dir)
+    items = [item for c in conversations for item in locomo_items(c)]
+    texts = [item.text for item in items]
+    result: dict[str, Any] = {"turns": len(texts)}
+
+    torch_model = SentenceTransformerEmbedder(backend="torch")
+    torch_model.encode(texts[:64])
+    started = time.perf_counter()
+    torch_model.encode(texts, batch_size=32)
+    result["torch_encode_per_s"] = len(texts) / (time.perf_counter() - started)
+    result.update(real_embedding_ann(torch_model, texts, [q.question for q in questions], data_dir))
+
+    for backend in ("torch", "onnx", "onnx-int8"):
+        embedder = torch_model if backend == "torch" else SentenceTransformerEmbedder(backend=backend)
+        memory = AssociativeMemory(embedder=embedder, config=MemoryConfig(device="cpu"))
+        started = time.perf_counter()
+        for conversation in conversations:
+            memory.add_many(locomo_items(conversation), namespace=(conversation.name,))
+        result[f"ingest_{backend}_per_s"] = len(texts) / (time.perf_counter() - started)
+
+        # 20K memories in one namespace: the turns plus random filler.
+        filler = unit_vectors(20_000 - len(texts), seed=3)
+        big = AssociativeMemory(embedder=_Mixed(embedder, filler), config=MemoryConfig(device="cpu"))
+        big.add_many(texts, session="locomo")
+        big.add_many([f"v{i}" for i in range(filler.shape[0])], batch_size=4096)
+        sample = [q.question for q in questions[:QUERIES]]
+        for hops in (1, 3):
+            samples = []
+            for question in sample:
+                started = time.perf_counter()
+                big.recall(question, 10, hops=hops)
+                samples.append(time.perf_counter() - started)
+            result[f"e2e_{backend}_hops{hops}_p50"], result[f"e2e_{backend}_hops{hops}_p99"] = percentiles(samples)
+        samples = timed(lambda: embedder.encode([sample[0]]), 50)
+        result[f"query_embed_{backend}_p50"], _ = percentiles(samples)
+    return result
+
+
+def real_embedding_ann(embedder: Any, turns: list[str], questions: list[str], data_dir: Path) -> dict[str, float]:
+    """HNSW recall@10 against exact search on real embeddings: LoCoMo turns and MuSiQue passages."""
+    import faiss
+
+    from benchmarks.datasets import load_musique
+    from nuonuo_core.partition import _HNSW_EF_CONSTRUCTION, _HNSW_EF_SEARCH, _HNSW_NEIGHBOURS
+
+    passages = [p.memory_text for p in load_musique(data_dir)[0]] if (data_dir / "musique").is_dir() else []
+    corpus = embedder.encode(turns + passages, batch_size=64)
+    queries = embedder.encode(questions[:QUERIES], batch_size=64)
+    flat = faiss.IndexFlatIP(DIM)
+    flat.add(corpus)
+    truth = flat.search(queries, 10)[1]
+    index = faiss.IndexHNSWFlat(DIM, _HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = _HNSW_EF_CONSTRUCTION
+    index.hnsw.efSearch = _HNSW_EF_SEARCH
+    index.add(corpus)
+    found = index.search(queries, 10)[1]
+    return {"real_ann_corpus": corpus.shape[0], "real_ann_recall_at_10": recall_at_10(found.tolist(), truth)}
+
+
+class _Mixed:
+    """Real embeddings for texts, looked-up vectors for ``"v<i>"`` filler."""
+
+    def __init__(self, inner: Any, filler: np.ndarray) -> None:
+        self.inner = inner
+        self.filler = filler
+        self.name = inner.name
+        self.dim = inner.dim
+
+    def encode(self, texts, *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        real = [i for i, t in enumerate(texts) if not (t[:1] == "v" and t[1:].isdigit())]
+        fake = [i for i in range(len(texts)) if i not in set(real)]
+        if real:
+            out[real] = self.inner.encode([texts[i] for i in real], batch_size=batch_size)
+        if fake:
+            out[fake] = self.filler[[int(texts[i][1:]) for i in fake]]
+        return out
+
+
+# ---------------------------------------------------------------------- report
+
+
+def report(scale: list[dict[str, Any]], dense_rate: float, e2e: dict[str, Any] | None) -> str:
+    lines = ["## Learning, excluding embedding (code_dim 16384, k 50)", ""]
+    lines.append("| N | NuoNuo learning /s | separation /s | association /s | add_many /s | dense outer-product reference /s |")
+    lines.append("|---:|---:|---:|---:|---:|---:|")
+    for r in scale:
+        lines.append(
+            f"| {r['n']:,} | {r['learn_per_s']:,.0f} | {r['separation_per_s']:,.0f} | "
+            f"{r['association_per_s']:,.0f} | {r['add_many_per_s']:,.0f} | {dense_rate:,.1f} |"
+        )
+    lines += ["", "## Recall latency, excluding embedding (ms, p50 / p99, k = 10)", ""]
+    lines.append("| N | NuoNuo 1 hop | 3 hops | 10 hops | FAISS flat | NuoNuo HNSW ef128 (recall@10) | FAISS HNSW ef128 (recall@10) | NuoNuo HNSW ef512 (recall@10) | InMemoryStore |")
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in scale:
+        def pair(key: str) -> str:
+            return f"{r[key + '_p50']:.2f} / {r[key + '_p99']:.2f}" if key + "_p50" in r else "-"
+
+        def ann(prefix: str) -> str:
+            if prefix + "_p50" not in r:
+                return "-"
+            return f"{r[prefix + '_p50']:.2f} ({r[prefix + '_recall_at_10']:.2f})"
+
+        store = pair("store_search")
+        lines.append(
+            f"| {r['n']:,} | {pair('recall_hops1')} | {pair('recall_hops3')} | {pair('recall_hops10')} | "
+            f"{pair('faiss_flat')} | {ann('nuonuo_hnsw_ef128')} | {ann('faiss_hnsw_ef128')} | "
+            f"{ann('nuonuo_hnsw_ef512')} | {store} |"
+        )
+    lines += ["", "## Memory", ""]
+    lines.append("| N | NuoNuo tensors B/memory | NuoNuo RSS B/memory | association (MB) | FAISS flat B/memory | HNSW build /s |")
+    lines.append("|---:|---:|---:|---:|---:|---:|")
+    for r in scale:
+        build = f"{r['hnsw_build_per_s']:,.0f}" if "hnsw_build_per_s" in r else "-"
+        lines.append(
+            f"| {r['n']:,} | {r['bytes_per_memory_tensors']:,.0f} | {r['bytes_per_memory_rss']:,.0f} | "
+            f"{r['association_bytes'] / 1e6:.1f} | {r['faiss_flat_bytes_per_memory']:,} | {build} |"
+        )
+    if e2e:
+        lines += ["", f"## End to end with all-MiniLM-L6-v2 (LoCoMo, {e2e['turns']:,} turns)", ""]
+        lines.append(f"- model's own batched encode (PyTorch): {e2e['torch_encode_per_s']:,.0f} texts/s")
+        lines.append(
+            f"- HNSW first stage on real embeddings ({e2e['real_ann_corpus']:,} LoCoMo turns and MuSiQue "
+            f"passages, LoCoMo questions): recall@10 against exact search {e2e['real_ann_recall_at_10']:.3f}"
+        )
+        for backend in ("torch", "onnx", "onnx-int8"):
+            lines.append(f"- NuoNuo ingestion, {backend} backend: {e2e[f'ingest_{backend}_per_s']:,.0f} memories/s "
+                         f"({e2e[f'ingest_{backend}_per_s'] / e2e['torch_encode_per_s']:.2f}x)")
+        for backend in ("torch", "onnx", "onnx-int8"):
+            key = f"e2e_{backend}_hops1"
+            if key + "_p50" in e2e:
+                lines.append(
+                    f"- query embedding + recall at 20,000 memories, {backend}: 1 hop "
+                    f"{e2e[key + '_p50']:.1f} / {e2e[key + '_p99']:.1f} ms, 3 hops "
+                    f"{e2e[f'e2e_{backend}_hops3_p50']:.1f} / {e2e[f'e2e_{backend}_hops3_p99']:.1f} ms "
+                    f"(p50 / p99; embedding alone {e2e[f'query_embed_{backend}_p50']:.1f} ms)"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,20000,100000,1000000", help="comma-separated N (default: %(default)s)")
+    parser.add_argument("--out", default="benchmarks/out/speed", help="output folder (default: %(default)s)")
+    parser.add_argument("--data", default=str(default_data_dir()), help="data folder with locomo/ for the end-to-end runs")
+    parser.add_argument("--hnsw-from", type=int, default=100_000, help="build HNSW indexes from this N on (default: %(default)s)")
+    parser.add_argument("--store-limit", type=int, default=20_000, help="largest N for InMemoryStore (default: %(default)s)")
+    parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end runs with the model")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    dense_rate = measure_dense_reference(unit_vectors(8, seed=4))
+    scale = [scale_run(n, args) for n in sizes]
+    e2e = None
+    if not args.skip_e2e:
+        if (Path(args.data) / "locomo").is_dir():
+            e2e = end_to_end(Path(args.data))
+        else:
+            print(f"skipping end-to-end runs: {Path(args.data) / 'locomo'} not found", file=sys.stderr)
+    text = report(scale, dense_rate, e2e)
+    footer = (
+        f"\n{time.perf_counter() - started:.0f} s on {machine_description()}, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads; "
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.1f} GB\n"
+    )
+    print(text + footer)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(text + footer, encoding="utf-8")
+    (out / "results.json").write_text(json.dumps({"scale": scale, "dense_reference_per_s": dense_rate, "e2e": e2e}, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
