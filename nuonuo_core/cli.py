@@ -126,7 +126,14 @@ def run_bench(args: argparse.Namespace, rest: list[str]) -> int:
     """Run one of the benchmarks in ``benchmarks/``."""
     import importlib
 
-    modules = {"quality": "benchmarks.quality", "speed": "benchmarks.speed", "locomo": "benchmarks.locomo_recall"}
+    modules = {
+        "quality": "benchmarks.quality",
+        "speed": "benchmarks.speed",
+        "curves": "benchmarks.curves",
+        "longmemeval": "benchmarks.longmemeval",
+        "load": "benchmarks.load_test",
+        "locomo": "benchmarks.locomo_recall",
+    }
     try:
         module = importlib.import_module(modules[args.benchmark])
     except ModuleNotFoundError as error:
@@ -176,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     recall.add_argument("--json", action="store_true", help="print results as JSON")
 
     bench = commands.add_parser("bench", help="run a benchmark; options after the name go to it", add_help=False)
-    bench.add_argument("benchmark", choices=["quality", "speed", "locomo"], help="which benchmark")
+    bench.add_argument(
+        "benchmark",
+        choices=["quality", "speed", "curves", "longmemeval", "load", "locomo"],
+        help="which benchmark",
+    )
 
     commands.add_parser("chat", help="the example chatbot; options after 'chat' go to it", add_help=False)
     return parser
