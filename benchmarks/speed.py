@@ -89,16 +89,17 @@ def recall_at_10(found: list[list[int]], truth: np.ndarray) -> float:
 # ---------------------------------------------------------------------- learning
 
 
-def measure_learning(vectors: np.ndarray) -> dict[str, float]:
+def measure_learning(vectors: np.ndarray, device: str = "cpu") -> dict[str, float]:
     """Learning excluding embedding: pattern separation plus the factored Hebbian update.
 
     Each memory gets its code (projection and winner-take-all) and is linked to
     the one before it, which is what ``add_many`` does for the association.
     """
-    projection = make_projection(DIM, 16384, 32, 0)
+    projection = make_projection(DIM, 16384, 32, 0, device=device)
     association = Association(16384, 50, {"session": 1.0})
+    inputs = torch.from_numpy(vectors).to(device)
     started = time.perf_counter()
-    codes = winner_take_all(torch.from_numpy(vectors), projection, 50).numpy()
+    codes = winner_take_all(inputs, projection, 50).cpu().numpy()
     separated = time.perf_counter()
     association.set_codes(np.arange(vectors.shape[0]), codes)
     for slot in range(1, vectors.shape[0]):
@@ -135,11 +136,11 @@ def scale_run(count: int, args: argparse.Namespace) -> dict[str, Any]:
     vectors = unit_vectors(count, seed=1)
     queries = unit_vectors(QUERIES, seed=2)
     result: dict[str, Any] = {"n": count}
-    result.update(measure_learning(vectors))
+    result.update(measure_learning(vectors, args.device))
 
     # NuoNuo, exact first stage (threshold above N), then with HNSW where N is large.
     rss_before = rss_bytes()
-    config = MemoryConfig(device="cpu", ann_threshold=max(count + 1, 200_000))
+    config = MemoryConfig(device=args.device, ann_threshold=max(count + 1, 200_000))
     memory = AssociativeMemory(embedder=VectorTable(vectors), config=config)
     started = time.perf_counter()
     for start in range(0, count, 50_000):
@@ -149,7 +150,7 @@ def scale_run(count: int, args: argparse.Namespace) -> dict[str, Any]:
     result["bytes_per_memory_rss"] = (rss_bytes() - rss_before) / count
     result["association_bytes"] = memory.association_nbytes()
 
-    query_tensors = torch.from_numpy(queries)
+    query_tensors = torch.from_numpy(queries).to(args.device)
     for i in range(20):
         memory.recall_by_vector(query_tensors[i], 10, hops=3)
     exact_found = []
@@ -241,7 +242,7 @@ def measure_inmemory_store(vectors: np.ndarray, queries: np.ndarray) -> dict[str
 # ---------------------------------------------------------------------- end to end
 
 
-def end_to_end(data_dir: Path) -> dict[str, Any]:
+def end_to_end(data_dir: Path, device: str = "cpu") -> dict[str, Any]:
     """Ingestion and query latency with the real model on LoCoMo text."""
     from benchmarks.datasets import load_locomo
     from nuonuo_core.embedding import SentenceTransformerEmbedder
@@ -252,16 +253,17 @@ def end_to_end(data_dir: Path) -> dict[str, Any]:
     texts = [item.text for item in items]
     result: dict[str, Any] = {"turns": len(texts)}
 
-    torch_model = SentenceTransformerEmbedder(backend="torch")
+    torch_model = SentenceTransformerEmbedder(backend="torch", device=device)
     torch_model.encode(texts[:64])
     started = time.perf_counter()
     torch_model.encode(texts, batch_size=32)
     result["torch_encode_per_s"] = len(texts) / (time.perf_counter() - started)
     result.update(real_embedding_ann(torch_model, texts, [q.question for q in questions], data_dir))
 
-    for backend in ("torch", "onnx", "onnx-int8"):
+    backends = ("torch", "onnx", "onnx-int8") if device == "cpu" else ("torch",)
+    for backend in backends:
         embedder = torch_model if backend == "torch" else SentenceTransformerEmbedder(backend=backend)
-        memory = AssociativeMemory(embedder=embedder, config=MemoryConfig(device="cpu"))
+        memory = AssociativeMemory(embedder=embedder, config=MemoryConfig(device=device))
         started = time.perf_counter()
         for conversation in conversations:
             memory.add_many(locomo_items(conversation), namespace=(conversation.name,))
@@ -269,7 +271,7 @@ def end_to_end(data_dir: Path) -> dict[str, Any]:
 
         # 20K memories in one namespace: the turns plus random filler.
         filler = unit_vectors(20_000 - len(texts), seed=3)
-        big = AssociativeMemory(embedder=_Mixed(embedder, filler), config=MemoryConfig(device="cpu"))
+        big = AssociativeMemory(embedder=_Mixed(embedder, filler), config=MemoryConfig(device=device))
         big.add_many(texts, session="locomo")
         big.add_many([f"v{i}" for i in range(filler.shape[0])], batch_size=4096)
         sample = [q.question for q in questions[:QUERIES]]
@@ -373,6 +375,8 @@ def report(scale: list[dict[str, Any]], dense_rate: float, e2e: dict[str, Any] |
             f"passages, LoCoMo questions): recall@10 against exact search {e2e['real_ann_recall_at_10']:.3f}"
         )
         for backend in ("torch", "onnx", "onnx-int8"):
+            if f"ingest_{backend}_per_s" not in e2e:
+                continue
             lines.append(f"- NuoNuo ingestion, {backend} backend: {e2e[f'ingest_{backend}_per_s']:,.0f} memories/s "
                          f"({e2e[f'ingest_{backend}_per_s'] / e2e['torch_encode_per_s']:.2f}x)")
         for backend in ("torch", "onnx", "onnx-int8"):
@@ -395,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hnsw-from", type=int, default=100_000, help="build HNSW indexes from this N on (default: %(default)s)")
     parser.add_argument("--store-limit", type=int, default=20_000, help="largest N for InMemoryStore (default: %(default)s)")
     parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end runs with the model")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of the memories (default: cpu)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -405,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     e2e = None
     if not args.skip_e2e:
         if (Path(args.data) / "locomo").is_dir():
-            e2e = end_to_end(Path(args.data))
+            e2e = end_to_end(Path(args.data), args.device)
         else:
             print(f"skipping end-to-end runs: {Path(args.data) / 'locomo'} not found", file=sys.stderr)
     text = report(scale, dense_rate, e2e)

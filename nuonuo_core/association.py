@@ -112,7 +112,10 @@ class Association:
         self._codes = np.zeros((0, k), dtype=np.int32)
         self._alive = np.zeros(0, dtype=bool)
         # slot -> {neighbour slot -> {kind -> weight}}
-        self._links: list[dict[int, dict[str, float]]] = []
+        # slot -> {neighbour slot -> ((kind, weight), ...)}; the tuples are shared
+        # between links with the same kinds and weights, which most links have.
+        self._links: list[dict[int, tuple[tuple[str, float], ...]]] = []
+        self._interned: dict[tuple[tuple[str, float], ...], tuple[tuple[str, float], ...]] = {}
         self._segments: list[_Postings] = []
         self._next_segment_id = 0
         # Segment id that holds each slot's current code; _PENDING while it is in
@@ -242,20 +245,24 @@ class Association:
         if a == b:
             return
         for source, target in ((a, b), (b, a)):
-            kinds = self._links[source].setdefault(target, {})
+            kinds = dict(self._links[source].get(target, ()))
             kinds[kind] = kinds.get(kind, 0.0) + weight
+            self._links[source][target] = self._intern(kinds)
+
+    def _intern(self, kinds: dict[str, float]) -> tuple[tuple[str, float], ...]:
+        key = tuple(sorted(kinds.items()))
+        return self._interned.setdefault(key, key)
 
     def unlink(self, a: int, b: int, kind: str | None = None) -> None:
         """Remove the link of ``kind`` (all kinds when ``None``) between ``a`` and ``b``."""
         for source, target in ((a, b), (b, a)):
-            kinds = self._links[source].get(target)
-            if kinds is None:
+            stored = self._links[source].get(target)
+            if stored is None:
                 continue
-            if kind is None:
-                kinds.clear()
+            kinds = {} if kind is None else {k: w for k, w in stored if k != kind}
+            if kinds:
+                self._links[source][target] = self._intern(kinds)
             else:
-                kinds.pop(kind, None)
-            if not kinds:
                 del self._links[source][target]
 
     def links_of(self, slot: int) -> dict[int, dict[str, float]]:
@@ -273,7 +280,7 @@ class Association:
         """
         weights: dict[int, float] = {}
         for neighbour, kinds in self._links[slot].items():
-            total = sum(w * self.kind_weights.get(kind, 0.0) for kind, w in kinds.items())
+            total = sum(w * self.kind_weights.get(kind, 0.0) for kind, w in kinds)
             if total > 0.0:
                 weights[neighbour] = total
         for kind, derive in self.derived.items():
@@ -446,8 +453,9 @@ class Association:
 
     def nbytes(self) -> int:
         """Approximate bytes held: codes, index and links."""
-        link_entries = sum(len(kinds) for links in self._links for kinds in links.values())
-        # A dict entry with a float costs roughly 100 bytes in CPython.
+        link_entries = sum(len(links) for links in self._links)
+        # A dict entry costs roughly 100 bytes in CPython, an empty dict about 64;
+        # the kind tuples are shared.
         return (
             self._codes.nbytes
             + self._alive.nbytes
@@ -455,4 +463,5 @@ class Association:
             + sum(segment.pointers.nbytes + segment.slots.nbytes for segment in self._segments)
             + 16 * sum(len(slots) for slots in self._pending_postings.values())
             + 100 * link_entries
+            + 64 * len(self._links)
         )

@@ -167,16 +167,17 @@ class EntityIndex:
                 for other in posting:
                     if other != slot:
                         neighbours[other] = neighbours.get(other, 0.0) + weight
-            # A memory that mentions what another memory is about links to it.
+            # A memory that mentions what another memory is about links to it,
+            # unless many memories are about it (the speaker of a conversation).
             about = self._about.get(name)
-            if about and len(posting) <= self.subject_limit(n):
+            if about and len(posting) <= self.subject_limit(n) and len(about) <= self.subject_limit(n):
                 weight = self.subject_weight * self._idf(len(posting), n)
                 for other in about:
                     if other != slot:
                         neighbours[other] = neighbours.get(other, 0.0) + weight
         # ...and the link runs both ways: memories that mention this one's subject.
         subject = self._subject_of.get(slot)
-        if subject is not None:
+        if subject is not None and len(self._about[subject]) <= self.subject_limit(n):
             posting = self._postings.get(subject, set())
             if len(posting) <= self.subject_limit(n):
                 weight = self.subject_weight * self._idf(len(posting), n)

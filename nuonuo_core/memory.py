@@ -800,9 +800,11 @@ class AssociativeMemory:
         vector = torch.as_tensor(vector, dtype=torch.float32).to(self.device)
         if vector.shape != (self.dim,):
             raise InvalidInputError(f"vector must have shape ({self.dim},), got {tuple(vector.shape)}")
-        if not torch.isfinite(vector).all() or float(vector.norm()) == 0.0:
+        norm = float(vector.norm())
+        # The norm is finite exactly when every element is.
+        if not math.isfinite(norm) or norm == 0.0:
             raise InvalidInputError("vector must be finite and non-zero")
-        return self._recall_vector(vector / vector.norm(), k, hops, targets, checked_filter, list(query_words))
+        return self._recall_vector(vector / norm, k, hops, targets, checked_filter, list(query_words))
 
     def _recall_vector(
         self,
@@ -865,7 +867,7 @@ class AssociativeMemory:
             text=entry.text,
             score=float(candidate.score),
             similarity=float(candidate.similarity),
-            metadata=json.loads(json.dumps(entry.metadata)),
+            metadata=_copy_metadata(entry.metadata),
             namespace=partition.namespace,
             timestamp=entry.timestamp,
             hops=candidate.hops,
@@ -1153,6 +1155,11 @@ class AssociativeMemory:
 # ---------------------------------------------------------------------- helpers
 
 
+def _copy_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of JSON metadata, so callers never hold the stored dictionary."""
+    return json.loads(json.dumps(metadata)) if metadata else {}
+
+
 def _logsumexp(values: np.ndarray) -> float:
     peak = float(values.max())
     return peak + float(np.log(np.exp(values - peak).sum()))
@@ -1201,7 +1208,7 @@ def _record(partition: Partition, slot: int) -> MemoryRecord:
         id=entry.id,
         text=entry.text,
         namespace=partition.namespace,
-        metadata=json.loads(json.dumps(entry.metadata)),
+        metadata=_copy_metadata(entry.metadata),
         timestamp=entry.timestamp,
         created_at=entry.created_at,
         session=entry.session,
