@@ -793,3 +793,4 @@ class Partition:
         self.association.derived["word"] = lambda slot: self.lexical.rare_neighbours(
             slot, max_df(len(self.lexical))
         )
+
