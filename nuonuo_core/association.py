@@ -31,6 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+# Links a memory spreads activation along, strongest first; the rest carry a
+# share too small to change a ranking and would make every hop slow.
+MAX_NEIGHBOURS = 32
 # Codes set one by one are collected in a dictionary until this many become a segment.
 _MIN_SEGMENT = 256
 # Values of Association._home that are not segment ids.
@@ -124,6 +127,8 @@ class Association:
         self._pending_postings: dict[int, list[int]] = {}
         self._pending_slots: set[int] = set()
         self.derived: dict[str, Callable[[int], dict[int, float]]] = {}
+        # neighbours() results, valid until anything that links memories changes.
+        self._neighbour_cache: dict[int, dict[int, float]] = {}
         """Link kinds computed on demand instead of stored: kind -> function from a
         slot to its neighbours and their weights. Their weights in ``kind_weights``
         apply as for stored kinds."""
@@ -142,6 +147,7 @@ class Association:
             slots: ``(n,)``, int, without repeats.
             codes: ``(n, k)``, unit indices of each code.
         """
+        self._neighbour_cache.clear()
         if isinstance(codes, torch.Tensor):
             codes = codes.to("cpu").numpy()
         slots = np.asarray(slots, dtype=np.int64)
@@ -175,6 +181,7 @@ class Association:
 
     def kill(self, slot: int) -> None:
         """Mark ``slot`` dead and remove all its links."""
+        self._neighbour_cache.clear()
         for neighbour in list(self._links[slot]):
             self._links[neighbour].pop(slot, None)
         self._links[slot] = {}
@@ -242,6 +249,7 @@ class Association:
         Weights of the same kind between the same pair add up, as repeated Hebbian
         updates do. A memory is never linked to itself.
         """
+        self._neighbour_cache.clear()
         if a == b:
             return
         for source, target in ((a, b), (b, a)):
@@ -255,6 +263,7 @@ class Association:
 
     def unlink(self, a: int, b: int, kind: str | None = None) -> None:
         """Remove the link of ``kind`` (all kinds when ``None``) between ``a`` and ``b``."""
+        self._neighbour_cache.clear()
         for source, target in ((a, b), (b, a)):
             stored = self._links[source].get(target)
             if stored is None:
@@ -273,11 +282,21 @@ class Association:
         """Number of stored links, each pair counted once per kind."""
         return sum(len(kinds) for links in self._links for kinds in links.values()) // 2
 
+    def forget_cached_links(self) -> None:
+        """Drop cached neighbours; call after anything a derived kind reads changes."""
+        self._neighbour_cache.clear()
+
     def neighbours(self, slot: int) -> dict[int, float]:
         """Return the effective link weight from ``slot`` to each linked slot.
 
-        Stored and derived kinds are summed, each times its weight in ``kind_weights``.
+        Stored and derived kinds are summed, each times its weight in
+        ``kind_weights``; only the ``MAX_NEIGHBOURS`` strongest are kept. The
+        result is cached until links, codes or derived inputs change; callers
+        must not modify it.
         """
+        cached = self._neighbour_cache.get(slot)
+        if cached is not None:
+            return cached
         weights: dict[int, float] = {}
         for neighbour, kinds in self._links[slot].items():
             total = sum(w * self.kind_weights.get(kind, 0.0) for kind, w in kinds)
@@ -290,6 +309,10 @@ class Association:
             for neighbour, weight in derive(slot).items():
                 if neighbour != slot and self._alive[neighbour]:
                     weights[neighbour] = weights.get(neighbour, 0.0) + factor * weight
+        if len(weights) > MAX_NEIGHBOURS:
+            strongest = sorted(weights, key=weights.__getitem__, reverse=True)[:MAX_NEIGHBOURS]
+            weights = {n: weights[n] for n in strongest}
+        self._neighbour_cache[slot] = weights
         return weights
 
     # ------------------------------------------------------------------ products

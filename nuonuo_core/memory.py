@@ -1169,9 +1169,10 @@ def _rare_word_limit(memory_count: int) -> int:
     """How many memories may share a name for it to still link them.
 
     Measured on the quality benchmark: names shared by very few memories link
-    them well, and widening the limit adds more noise than recall.
+    them well, and widening the limit adds more noise than recall. The cap keeps
+    a hop cheap in large namespaces.
     """
-    return max(2, memory_count // 800)
+    return max(2, min(8, memory_count // 800))
 
 
 def _content_of(entry: Entry) -> tuple[str, tuple[str | None, ...]]:

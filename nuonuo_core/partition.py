@@ -283,6 +283,7 @@ class Partition:
             self.chunked[slot] = any(cue.kind == "chunk" for cue in entry.cues)
 
     def _index_words(self, slot: int, entry: Entry) -> None:
+        self.association.forget_cached_links()
         names = entity_phrases(entry.text)
         self.lexical.add(slot, lexical_terms(entry.text, names))
         self.entities.add(slot, names, memory_subject(entry.text))
@@ -295,6 +296,7 @@ class Partition:
         self.association.kill(slot)
         self.lexical.remove(slot)
         self.entities.remove(slot)
+        self.association.forget_cached_links()
         del self.slot_of[entry.id]
         if self.slot_of_hash.get(entry.content_hash) == slot:
             del self.slot_of_hash[entry.content_hash]
@@ -738,9 +740,12 @@ class Partition:
         ``hop_decay``: a random walk with restart, cut after ``hops - 1`` steps.
         A memory's score is its total activation, so direct hits that are linked
         to other hits rise, and memories that no cue matched can enter. Its path is
-        the route that carried the most activation to it in a single term.
+        the route that carried the most activation to it in a single term. After
+        each hop only the ``2 * hopfield_candidates`` strongest memories of the
+        new term spread further.
         """
         decay = self.config.hop_decay
+        beam = 2 * self.config.hopfield_candidates
         similarity_of = np.zeros(len(self.entries), dtype=np.float64)
         similarity_of[scored_slots] = similarity
         gate_beta = self.config.hop_gate
@@ -775,6 +780,11 @@ class Partition:
                 total[slot] = total.get(slot, 0.0) + mass
                 if mass > best.get(slot, (0.0, (), 0))[0]:
                     best[slot] = (mass, path, hop)
+            if len(next_term) > beam:
+                # Only the strongest memories spread on; the tail carries little
+                # activation, and following it would cost a hop per memory.
+                kept = sorted(next_term, key=next_term.__getitem__, reverse=True)[:beam]
+                next_term = {slot: next_term[slot] for slot in kept}
             term, term_path = next_term, next_path
 
         for slot, score in total.items():
