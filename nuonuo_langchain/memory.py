@@ -122,6 +122,7 @@ class NuoNuoMemory(BaseMemory):
     """Prefix of AI turns in the string form."""
 
     _load_input_keys: frozenset[str] | None = PrivateAttr(default=None)
+    _last_recall: list[RecallResult] = PrivateAttr(default_factory=list)
 
     @field_validator("namespace", mode="before")
     @classmethod
@@ -182,8 +183,15 @@ class NuoNuoMemory(BaseMemory):
         recalled: list[RecallResult] = []
         if query is not None:
             recalled = memory.recall(query, self.k, hops=self.hops, namespace=self.namespace)
+        self._last_recall = list(recalled)
         recent = self._recent_records()
         return {self.memory_key: self._render(recalled, recent)}
+
+    @property
+    def last_recall(self) -> list[RecallResult]:
+        """The memories recalled by the latest load, best first, with their scores
+        and association paths; ``[]`` before the first load."""
+        return list(self._last_recall)
 
     async def aload_memory_variables(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Async :meth:`load_memory_variables`; the recall runs in a worker thread."""

@@ -432,3 +432,15 @@ def test_memory_excludes_path_and_embedder(tmp_path):
 def test_invalid_fields_raise(field, value):
     with pytest.raises(ValueError, match=field):
         new_memory(**{field: value})
+
+
+def test_last_recall_keeps_paths():
+    memory = new_memory(k=3, hops=2)
+    assert memory.last_recall == []
+    memory.save_context({"input": "my dog is called Max"}, {"output": "noted"})
+    memory.save_context({"input": "Max loves the beach"}, {"output": "nice"})
+    memory.load_memory_variables({"input": "my dog"})
+    recalled = memory.last_recall
+    assert recalled
+    assert all(result.path[-1] == result.id for result in recalled)
+    assert any(result.hops >= 1 for result in recalled)
