@@ -435,8 +435,9 @@ class AssociativeMemory:
 
         Returns:
             The id of the memory. With ``config.deduplicate``, adding a text that
-            is already stored in the namespace returns the existing memory's id
-            and stores nothing.
+            is already stored in the namespace without giving an ``id`` returns
+            the existing memory's id and stores nothing; with an ``id`` the
+            memory is always stored under that id.
         """
         # A single string is one cue; everything else is checked in _prepare.
         item = MemoryItem(
@@ -531,7 +532,8 @@ class AssociativeMemory:
             new_codes: list[np.ndarray] = []
             seen_hash: dict[str, str] = {}
             for p, item_vectors, code in zip(prepared, per_item, codes):
-                if self.config.deduplicate:
+                # A memory the caller gave its own id is stored as asked.
+                if self.config.deduplicate and not p.explicit_id:
                     existing = partition.slot_of_hash.get(p.entry.content_hash)
                     if existing is not None:
                         results.append(partition.entries[existing].id)  # type: ignore[union-attr]

@@ -213,3 +213,12 @@ def test_async_matches_sync(hashing_embedder):
     sync_results = memory.recall("beta", k=3, hops=2)
     assert [r.id for r in async_results] == [r.id for r in sync_results]
     assert len(ids) == 3
+
+
+def test_explicit_id_is_kept_for_duplicate_text(hashing_embedder):
+    memory = AssociativeMemory(embedder=hashing_embedder)
+    first = memory.add("the same text")
+    second = memory.add("the same text", id="mine")
+    assert first != second
+    assert second == "mine"
+    assert memory.get("mine").text == "the same text"
