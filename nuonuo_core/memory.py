@@ -1141,6 +1141,18 @@ class AssociativeMemory:
         """Async :meth:`associate`, run in a worker thread."""
         await asyncio.to_thread(self.associate, a, b, weight)
 
+    async def alist(self, namespace: NamespaceLike = (), **kwargs: Any) -> list[MemoryRecord]:
+        """Async :meth:`list`, run in a worker thread."""
+        return await asyncio.to_thread(self.list, namespace, **kwargs)
+
+    async def anamespaces(self) -> list[Namespace]:
+        """Async :meth:`namespaces`, run in a worker thread."""
+        return await asyncio.to_thread(self.namespaces)
+
+    async def aclear(self) -> None:
+        """Async :meth:`clear`, run in a worker thread."""
+        await asyncio.to_thread(self.clear)
+
     # ------------------------------------------------------------------ stats
 
     def nbytes(self) -> int:

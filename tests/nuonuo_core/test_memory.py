@@ -222,3 +222,20 @@ def test_explicit_id_is_kept_for_duplicate_text(hashing_embedder):
     assert first != second
     assert second == "mine"
     assert memory.get("mine").text == "the same text"
+
+
+def test_async_list_namespaces_clear(hashing_embedder):
+    memory = AssociativeMemory(embedder=hashing_embedder)
+    memory.add("one", namespace="a")
+    memory.add("two", namespace=("b", "c"))
+
+    async def scenario():
+        listed = await memory.alist("a")
+        spaces = await memory.anamespaces()
+        await memory.aclear()
+        return listed, spaces
+
+    listed, spaces = asyncio.run(scenario())
+    assert [r.text for r in listed] == ["one"]
+    assert spaces == [("a",), ("b", "c")]
+    assert len(memory) == 0
