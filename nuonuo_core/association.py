@@ -64,7 +64,8 @@ class _Postings:
         # Stable sort by unit, so slots stay in insertion order within each unit.
         key = units.astype(np.uint16) if code_dim <= 65536 else units
         order = np.argsort(key, kind="stable")
-        self.slots = slots[order].astype(np.int64)
+        # Four bytes a posting: slots beyond 2**31 do not occur in one namespace.
+        self.slots = slots[order].astype(np.int32)
         self.pointers = np.zeros(code_dim + 1, dtype=np.int64)
         np.cumsum(np.bincount(units, minlength=code_dim), out=self.pointers[1:])
         self.segment_id = segment_id
@@ -112,7 +113,9 @@ class Association:
         self.code_dim = code_dim
         self.k = k
         self.kind_weights = dict(kind_weights)
-        self._codes = np.zeros((0, k), dtype=np.int32)
+        # Unit indices fit two bytes up to code_dim 65536.
+        self._code_dtype = np.uint16 if code_dim <= 65536 else np.int32
+        self._codes = np.zeros((0, k), dtype=self._code_dtype)
         self._alive = np.zeros(0, dtype=bool)
         # slot -> {neighbour slot -> {kind -> weight}}
         # slot -> {neighbour slot -> ((kind, weight), ...)}; the tuples are shared
@@ -123,7 +126,7 @@ class Association:
         self._next_segment_id = 0
         # Segment id that holds each slot's current code; _PENDING while it is in
         # the dictionary below.
-        self._home = np.zeros(0, dtype=np.int64)
+        self._home = np.zeros(0, dtype=np.int32)
         self._pending_postings: dict[int, list[int]] = {}
         self._pending_slots: set[int] = set()
         self.derived: dict[str, Callable[[int], dict[int, float]]] = {}
@@ -160,7 +163,7 @@ class Association:
                 for unit in self._codes[slot].tolist():
                     self._pending_postings[unit].remove(slot)
                 self._pending_slots.discard(slot)
-        self._codes[slots] = codes.astype(np.int32)
+        self._codes[slots] = codes.astype(self._code_dtype)
         self._alive[slots] = True
 
         if slots.shape[0] >= _MIN_SEGMENT:
@@ -176,7 +179,7 @@ class Association:
             self._flush_pending()
 
     def code(self, slot: int) -> np.ndarray:
-        """Return a copy of the code of ``slot``. Shape ``(k,)``, int32."""
+        """Return a copy of the code of ``slot``. Shape ``(k,)``, uint16 (int32 above code_dim 65536)."""
         return self._codes[slot].copy()
 
     def kill(self, slot: int) -> None:
@@ -192,9 +195,9 @@ class Association:
             return
         new_capacity = max(size, 2 * self.capacity, 64)
         old = self.capacity
-        self._codes = np.concatenate((self._codes, np.zeros((new_capacity - old, self.k), np.int32)))
+        self._codes = np.concatenate((self._codes, np.zeros((new_capacity - old, self.k), self._code_dtype)))
         self._alive = np.concatenate((self._alive, np.zeros(new_capacity - old, dtype=bool)))
-        self._home = np.concatenate((self._home, np.full(new_capacity - old, _NOWHERE, np.int64)))
+        self._home = np.concatenate((self._home, np.full(new_capacity - old, _NOWHERE, np.int32)))
         self._links.extend({} for _ in range(new_capacity - old))
 
     def _flush_pending(self) -> None:
