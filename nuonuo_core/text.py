@@ -42,6 +42,9 @@ def normalize_text(text: str) -> str:
 
 def sentence_spans(text: str) -> list[Span]:
     """Split a text into sentences; returns their spans, blank ones left out."""
+    if not any(mark in text for mark in ".!?\n"):
+        stripped = _strip(text, Span(0, len(text)))
+        return [stripped] if stripped.start < stripped.end else []
     spans = []
     start = 0
     for match in _SENTENCE_END.finditer(text):
