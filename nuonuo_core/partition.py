@@ -452,6 +452,8 @@ class Partition:
         those of a float32 scan. Returns the rescored positions.
         """
         n = min(self.config.hopfield_candidates, scores.shape[0])
+        if n == 0:
+            return np.empty(0, dtype=np.int64)
         cutoff = np.partition(scores, scores.shape[0] - n)[scores.shape[0] - n] - 2 * SCAN_ERROR
         near = np.flatnonzero(scores >= cutoff)
         near_slots = slots[near]

@@ -178,6 +178,14 @@ def test_filter_with_several_keys(mode):
     assert memory.list("shared", filter={"flag": {"$in": [1]}}) == []
 
 
+@pytest.mark.parametrize("hops", [1, 3])
+def test_filter_matching_nothing_recalls_nothing(hops):
+    memory = new_memory()
+    for text in ("the kettle is in the kitchen", "the bike is in the shed"):
+        memory.add(text, metadata={"room": "house"})
+    assert memory.recall("where is the kettle", k=5, hops=hops, filter={"room": "garden"}) == []
+
+
 # ---------------------------------------------------------------------- update and delete
 
 
