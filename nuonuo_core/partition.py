@@ -454,7 +454,9 @@ class Partition:
         n = min(self.config.hopfield_candidates, scores.shape[0])
         if n == 0:
             return np.empty(0, dtype=np.int64)
-        cutoff = np.partition(scores, scores.shape[0] - n)[scores.shape[0] - n] - 2 * SCAN_ERROR
+        # The n-th largest score; torch.topk is several times faster than np.partition here.
+        nth = torch.topk(torch.from_numpy(scores), n, sorted=False).values.min().item()
+        cutoff = nth - 2 * SCAN_ERROR
         near = np.flatnonzero(scores >= cutoff)
         near_slots = slots[near]
         groups = [self.entries[slot].cue_rows for slot in near_slots.tolist()]  # type: ignore[union-attr]
