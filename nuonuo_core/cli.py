@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from nuonuo_core.errors import NuoNuoError
+from nuonuo_core.errors import InvalidInputError, NuoNuoError
 
 logger = logging.getLogger(__name__)
 
@@ -61,24 +61,25 @@ def run_demo(args: argparse.Namespace) -> int:
     for item in items:
         print(f"  {item.id}: ({item.metadata['role']}) {item.text}")
 
-    print('\n1. Single-hop recall: "What is my dog called?"')
-    _print_results(memory.recall("What is my dog called?", k=2))
+    print('\n1. Single-hop recall (hops=1): "What is my dog called?"')
+    _print_results(memory.recall("What is my dog called?", k=2, hops=1))
 
-    print('\n2. Recall from a reworded cue: "which medicine must I avoid"')
-    _print_results(memory.recall("which medicine must I avoid", k=2))
+    print('\n2. Recall from a reworded cue (hops=1): "which medicine must I avoid"')
+    _print_results(memory.recall("which medicine must I avoid", k=2, hops=1))
 
     print("\n3. Multi-hop recall along a chain of associations.")
-    memory.associate("turn-1", "turn-3")
+    print("   Consecutive turns were linked as they were stored, and so were turns that")
+    print("   name the same rare name (Biscuit, Lena). One more link is added by hand:")
+    print("   associate('turn-3', 'turn-6'), because the calming vest is for Biscuit.")
     memory.associate("turn-3", "turn-6")
-    print("   Linked: turn-1 (the puppy) -> turn-3 (storms) -> turn-6 (calming vest).")
     query = "my new puppy"
     print(f'   Query: "{query}", hops=3')
-    results = memory.recall(query, k=4, hops=3)
+    results = memory.recall(query, k=5, hops=3)
     _print_results(results)
-    chained = [r for r in results if r.hops >= 2]
-    if chained:
-        print(f"\n   '{chained[0].text}' shares no words with the query; it was reached through")
-        print(f"   the chain {' -> '.join(chained[0].path)}.")
+    for result in results:
+        if result.hops >= 2:
+            print(f"\n   '{result.text}' does not resemble the query; it was reached")
+            print(f"   through the chain {' -> '.join(result.path)}.")
     return 0
 
 
@@ -90,15 +91,37 @@ def _open_memory(path: str | None):
     return AssociativeMemory(target), target
 
 
+def _existing_memory_path(path: str | None) -> Path:
+    """Return the memory file to read, raising if it does not exist, so that a mistyped path creates nothing."""
+    from nuonuo_core.storage import default_memory_path
+
+    target = Path(path) if path else default_memory_path()
+    if not target.is_file():
+        raise InvalidInputError(
+            f"memory file {str(target)!r} does not exist; store memories in it first with 'nuonuo ingest FILE --memory {target}'"
+        )
+    return target
+
+
 def run_ingest(args: argparse.Namespace) -> int:
     """Read a file and store its memories in the memory file."""
     from nuonuo_core.loaders import read_items
 
+    if args.batch_size < 1:
+        raise InvalidInputError(f"--batch-size must be >= 1, got {args.batch_size}")
     items = read_items(args.input, args.format)
     memory, target = _open_memory(args.memory)
+    namespace = tuple(args.namespace or ())
     with memory:
+        # An item whose id is already stored in this namespace was ingested
+        # before, so ingesting the same file again adds nothing instead of failing.
+        new_items = [
+            item for item in items
+            if item.id is None or item.id not in memory or memory.get(item.id).namespace != namespace
+        ]
         before = len(memory)
-        memory.add_many(items, namespace=tuple(args.namespace or ()), show_progress=not args.quiet, batch_size=args.batch_size)
+        if new_items:
+            memory.add_many(new_items, namespace=namespace, show_progress=not args.quiet, batch_size=args.batch_size)
         added = len(memory) - before
     print(f"Stored {added} new memories from {args.input} in {target} ({len(items) - added} already there).")
     return 0
@@ -106,7 +129,7 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 def run_recall(args: argparse.Namespace) -> int:
     """Recall from the memory file and print the results."""
-    memory, target = _open_memory(args.memory)
+    memory, target = _open_memory(str(_existing_memory_path(args.memory)))
     with memory:
         if len(memory) == 0:
             print(f"{target} holds no memories yet; store some with 'nuonuo ingest FILE'.", file=sys.stderr)
@@ -167,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     memory_help = "memory file (default: $NUONUO_HOME/memory.db or ~/.local/share/nuonuo/memory.db)"
     ingest = commands.add_parser("ingest", help="store the memories of a file in the memory file")
-    ingest.add_argument("input", help="LoCoMo conversation (.json), JSON lines (.jsonl) or plain text file")
-    ingest.add_argument("--format", choices=["auto", "locomo", "jsonl", "text"], default="auto", help="input format (default: from the file name and content)")
+    ingest.add_argument("input", help="LoCoMo conversation (.json), JSON array of objects (.json), JSON lines (.jsonl) or plain text file")
+    ingest.add_argument("--format", choices=["auto", "locomo", "json", "jsonl", "text"], default="auto", help="input format (default: from the file name and content)")
     ingest.add_argument("--memory", help=memory_help)
     ingest.add_argument("--namespace", nargs="*", help="namespace labels to store under (default: the root namespace)")
     ingest.add_argument("--batch-size", type=int, default=64, help="texts per embedding batch (default: 64)")
@@ -196,14 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # bench and chat pass their remaining options through.
-    if argv and argv[0] == "chat":
-        return run_chat(argv[1:])
-    if argv and argv[0] == "bench":
-        if len(argv) < 2 or argv[1] in ("-h", "--help"):
-            parser.parse_args(["bench", "--help"] if len(argv) > 1 else ["bench"])
-        args = parser.parse_args(argv[:2])
-        return run_bench(args, argv[2:])
+    # bench and chat pass their remaining options through, after the tool's own -v.
+    verbose = bool(argv) and argv[0] in ("-v", "--verbose")
+    command = argv[1:] if verbose else argv
+    if command and command[0] in ("chat", "bench"):
+        _configure_logging(verbose)
+        if command[0] == "chat":
+            return run_chat(command[1:])
+        if len(command) < 2 or command[1] in ("-h", "--help"):
+            parser.parse_args(["bench", "--help"] if len(command) > 1 else ["bench"])
+        args = parser.parse_args(command[:2])
+        return run_bench(args, command[2:])
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     try:

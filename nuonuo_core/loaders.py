@@ -2,8 +2,8 @@
 
 Supported inputs: LoCoMo conversation files (one JSON object with ``speaker_a``,
 ``speaker_b`` and ``session_N`` lists of turns), JSON lines (one object per line
-with at least ``text``), and plain text (one memory per paragraph, paragraphs
-separated by blank lines).
+with at least ``text``), a JSON array of such objects, and plain text (one
+memory per paragraph, paragraphs separated by blank lines).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Literal
 from nuonuo_core.errors import InvalidInputError
 from nuonuo_core.types import MemoryItem
 
-InputFormat = Literal["auto", "locomo", "jsonl", "text"]
+InputFormat = Literal["auto", "locomo", "json", "jsonl", "text"]
 
 _SESSION_KEY = re.compile(r"^session_(\d+)$")
 
@@ -81,8 +81,7 @@ def read_locomo(path: str | Path) -> LocomoConversation:
     turn of the conversation are dropped.
     """
     path = Path(path)
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+    data = _load_json(path)
     if not isinstance(data, dict) or "speaker_a" not in data:
         raise InvalidInputError(f"{str(path)!r} is not a LoCoMo conversation: no 'speaker_a' key")
     conversation = LocomoConversation(path.stem, (data["speaker_a"], data.get("speaker_b", "")))
@@ -133,30 +132,67 @@ def locomo_items(conversation: LocomoConversation) -> list[MemoryItem]:
 def read_jsonl(path: str | Path) -> Iterator[MemoryItem]:
     """Read JSON lines: each line an object with ``text`` and optionally ``id``,
     ``metadata``, ``timestamp``, ``cues`` and ``session``."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InvalidInputError(f"{path}:{number}: invalid JSON: {error}") from error
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise InvalidInputError(f"{path}:{number}: expected an object with a string 'text'")
-            yield MemoryItem(
-                text=record["text"],
-                id=record.get("id"),
-                metadata=record.get("metadata") or {},
-                timestamp=record.get("timestamp"),
-                cues=tuple(record.get("cues") or ()),
-                session=record.get("session"),
-            )
+    # Split on newlines only: a JSON string may hold other line separators.
+    for number, line in enumerate(_read_utf8(Path(path)).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InvalidInputError(f"{path}:{number}: invalid JSON: {error}") from error
+        yield _record_item(record, f"{path}:{number}")
+
+
+def _record_item(record: Any, where: str) -> MemoryItem:
+    """Turn one JSON object with ``text`` and optional fields into a memory item."""
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        kind = type(record).__name__ if not isinstance(record, dict) else "an object without a string 'text'"
+        raise InvalidInputError(f"{where}: expected an object with a string 'text', got {kind}")
+    metadata = dict(record.get("metadata") or {})
+    if isinstance(record.get("title"), str):
+        metadata.setdefault("title", record["title"])
+    return MemoryItem(
+        text=record["text"],
+        id=record.get("id"),
+        metadata=metadata,
+        timestamp=record.get("timestamp"),
+        cues=tuple(record.get("cues") or ()),
+        session=record.get("session"),
+    )
+
+
+def read_json_array(path: str | Path) -> list[MemoryItem]:
+    """Read a JSON array of objects with the fields that :func:`read_jsonl` accepts on each line.
+
+    A ``title`` field is kept in the metadata, as in a corpus of titled passages.
+    """
+    path = Path(path)
+    data = _load_json(path)
+    if not isinstance(data, list):
+        raise InvalidInputError(f"{str(path)!r}: expected a JSON array of objects, got {type(data).__name__}")
+    return [_record_item(record, f"{path}: item {number}") for number, record in enumerate(data)]
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(_read_utf8(path))
+    except json.JSONDecodeError as error:
+        raise InvalidInputError(f"{str(path)!r} is not valid JSON: {error}") from error
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidInputError(
+            f"{str(path)!r} is not UTF-8 text (byte {error.start} cannot be decoded); convert it to UTF-8 first"
+        ) from error
 
 
 def read_text(path: str | Path) -> Iterator[MemoryItem]:
     """Read plain text: one memory per paragraph, all in one session named after the file."""
     path = Path(path)
-    content = path.read_text(encoding="utf-8")
+    content = _read_utf8(path)
     for number, paragraph in enumerate(re.split(r"\n\s*\n", content)):
         if paragraph.strip():
             yield MemoryItem(
@@ -173,17 +209,19 @@ def detect_format(path: str | Path) -> InputFormat:
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
     if suffix == ".json":
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8", errors="replace") as handle:
             head = handle.read(4096)
         if '"speaker_a"' in head or '"session_1"' in head:
             return "locomo"
-        return "jsonl"
+        return "json" if head.lstrip().startswith("[") else "jsonl"
     return "text"
 
 
 def read_items(path: str | Path, format: InputFormat = "auto") -> list[MemoryItem]:
     """Read memories from a file in any supported format."""
     path = Path(path)
+    if path.is_dir():
+        raise InvalidInputError(f"input {str(path)!r} is a directory; expected a file")
     if not path.is_file():
         raise InvalidInputError(f"input file {str(path)!r} does not exist")
     if format == "auto":
@@ -192,6 +230,8 @@ def read_items(path: str | Path, format: InputFormat = "auto") -> list[MemoryIte
         return locomo_items(read_locomo(path))
     if format == "jsonl":
         return list(read_jsonl(path))
+    if format == "json":
+        return read_json_array(path)
     if format == "text":
         return list(read_text(path))
-    raise InvalidInputError(f"format must be one of auto, locomo, jsonl, text; got {format!r}")
+    raise InvalidInputError(f"format must be one of auto, locomo, json, jsonl, text; got {format!r}")
