@@ -192,6 +192,8 @@ class Storage:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not os.fspath(path).strip():
+            raise StorageError(f"memory file path must not be empty, got {os.fspath(path)!r}; pass a file path, or None to keep memories in RAM")
         self.path = Path(path).expanduser()
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
@@ -215,9 +217,16 @@ class Storage:
             raise
 
     def _open(self) -> None:
+        if self.path.is_dir():
+            raise StorageError(f"memory file {str(self.path)!r} is a directory; expected a file path")
         is_new = not self.path.exists() or self.path.stat().st_size == 0
         if is_new:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StorageError(
+                    f"cannot create the folder of memory file {str(self.path)!r}: {error}; choose a writable path"
+                ) from error
         else:
             application_id, version = _read_header(self.path)
             _check_identity(self.path, application_id, version)

@@ -440,3 +440,19 @@ def test_cue_rows_compacted(tmp_path):
     assert partition.cue_count - partition.dead_cues == 4 * 100
     assert partition.dead_cues <= max(1024, partition.cue_count // 2)
     memory.close()
+
+
+@pytest.mark.parametrize(
+    ("make_path", "expected"),
+    [
+        (lambda root: "", "must not be empty"),
+        (lambda root: "  ", "must not be empty"),
+        (lambda root: root, "is a directory"),
+        (lambda root: root / "plain.txt" / "sub" / "memory.db", "cannot create the folder"),
+    ],
+)
+def test_unusable_path_storage_error(tmp_path, make_path, expected):
+    (tmp_path / "plain.txt").write_text("not a folder", encoding="utf-8")
+
+    with pytest.raises(StorageError, match=expected):
+        new_memory(make_path(tmp_path))
