@@ -51,7 +51,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import ChatPromptTemplate
 from pydantic import ConfigDict, Field
 
-from nuonuo_core import AssociativeMemory, HashingEmbedder, MemoryRecord, NuoNuoError, RecallResult
+from nuonuo_core import AssociativeMemory, HashingEmbedder, InvalidInputError, MemoryRecord, NuoNuoError, RecallResult
 from nuonuo_core.storage import default_memory_path
 from nuonuo_langchain import NuoNuoMemory
 from nuonuo_langchain.memory import AI_ROLE, HUMAN_ROLE, ROLE_KEY
@@ -536,7 +536,11 @@ class Chat:
                 if not self.run_command(line):
                     return 0
                 continue
-            self.reply(line)
+            try:
+                self.reply(line)
+            except InvalidInputError as error:
+                # A line the memory cannot take (say, undecodable bytes) ends this turn, not the chat.
+                print(f"error: {error}; this message was not stored", file=sys.stderr)
 
     # ------------------------------------------------------------ turns
 
