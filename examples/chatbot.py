@@ -493,7 +493,9 @@ class LineReader:
         if not line:
             return None
         line = line.rstrip("\r\n")
-        print(f"{prompt}{line}")
+        # Undecodable input bytes arrive as lone surrogates, which stdout may not encode.
+        printable = line.encode("utf-8", "backslashreplace").decode("utf-8")
+        print(f"{prompt}{printable}")
         return line
 
 

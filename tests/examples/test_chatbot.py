@@ -257,6 +257,18 @@ def test_quit_help_and_unknown_command(chatbot, monkeypatch, capsys, tmp_path):
         assert memory.count(("ana",)) == 0
 
 
+def test_undecodable_line_skips_one_turn(chatbot, monkeypatch, capsys, tmp_path):
+    path = tmp_path / "m.db"
+    # A byte that is not UTF-8, as Python decodes it from a terminal: a lone surrogate.
+    status, out, err = run_chat(chatbot, monkeypatch, capsys, hashing_args(path, "--no-llm"),
+                                ["my dog is Max", "\udcff bad bytes", "where is Max"])
+    assert status == 0
+    assert "this message was not stored" in err
+    assert "you> where is Max" in out
+    with AssociativeMemory(path, embedder=HashingEmbedder()) as memory:
+        assert memory.count(("ana",)) == 2
+
+
 def test_nuonuo_chat_runs_example(monkeypatch, capsys, tmp_path):
     from nuonuo_core.cli import main as nuonuo_main
 
