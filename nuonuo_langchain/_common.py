@@ -13,7 +13,6 @@ from nuonuo_core.memory import check_hops, normalize_namespace
 
 __all__ = [
     "check_hops",
-    "check_positive_k",
     "input_message_text",
     "normalize_namespace",
     "open_memory",
@@ -54,15 +53,6 @@ def open_memory(
     if config is None and (path is None or not os.path.exists(path)):
         config = default_config
     return AssociativeMemory(path=path, config=config, embedder=embedder)
-
-
-def check_positive_k(value: Any, name: str = "k") -> int:
-    """Return ``value`` if it is an int >= 1; raise otherwise."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidTypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-    if value < 1:
-        raise InvalidInputError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 def input_message_text(value: Any, key: str) -> str:

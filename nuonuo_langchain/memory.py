@@ -13,9 +13,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from nuonuo_core import AssociativeMemory, InvalidInputError, MemoryConfig, MemoryRecord, RecallResult
+from nuonuo_core.memory import check_k
 from nuonuo_langchain._common import (
     check_hops,
-    check_positive_k,
     input_message_text,
     normalize_namespace,
     open_memory,
@@ -90,7 +90,8 @@ class NuoNuoMemory(BaseMemory):
     ``recent_turns`` and :meth:`clear` act on this session only."""
 
     k: int = 4
-    """Number of memories recalled for the current input."""
+    """Number of memories recalled for the current input. With 0 nothing is
+    recalled, so only the ``recent_turns`` fill the history."""
 
     hops: int | None = None
     """Hops of recall: 1 is single-hop, 2 also returns memories linked to the direct
@@ -137,7 +138,7 @@ class NuoNuoMemory(BaseMemory):
     @field_validator("k")
     @classmethod
     def _check_k(cls, value: int) -> int:
-        return check_positive_k(value)
+        return check_k(value)
 
     @field_validator("hops")
     @classmethod

@@ -10,7 +10,7 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from nuonuo_core import (
     AssociativeMemory,
@@ -22,8 +22,11 @@ from nuonuo_core import (
     RecallResult,
 )
 from nuonuo_core.filters import validate_filter
-from nuonuo_core.memory import check_id, check_metadata, check_text
-from nuonuo_langchain._common import check_hops, check_positive_k, normalize_namespace, open_memory
+from nuonuo_core.memory import check_id, check_k, check_metadata, check_text
+from nuonuo_langchain._common import check_hops, normalize_namespace, open_memory
+
+SEARCH_KWARGS = frozenset({"k", "hops", "filter"})
+"""Keys accepted in ``search_kwargs``."""
 
 SCORE_KEY = "score"
 """Document metadata key of the recall score, from 0 to 1, that ranks results."""
@@ -52,7 +55,8 @@ class NuoNuoRetriever(BaseRetriever):
     same name.
 
     ``k``, ``hops`` and ``filter`` can also be given per call:
-    ``retriever.invoke(query, k=2, hops=2)``.
+    ``retriever.invoke(query, k=2, hops=2)``, or, as with
+    ``vectorstore.as_retriever``, at construction in ``search_kwargs``.
 
     Without ``path`` or ``memory`` everything is kept in RAM and lost when the
     process exits.
@@ -81,7 +85,7 @@ class NuoNuoRetriever(BaseRetriever):
     Excludes ``memory``."""
 
     k: int = 4
-    """Number of documents returned."""
+    """Number of documents returned. 0 returns none, as ``AssociativeMemory.recall`` does."""
 
     hops: int | None = None
     """Hops of recall: 1 is single-hop, 2 also returns documents linked to the direct
@@ -97,6 +101,29 @@ class NuoNuoRetriever(BaseRetriever):
     namespace_prefix: tuple[str, ...] | None = None
     """When set, recall searches every namespace starting with it instead of
     ``namespace``; ``()`` searches all. Documents are still added to ``namespace``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_search_kwargs(cls, values: Any) -> Any:
+        """Move ``search_kwargs`` (``k``, ``hops``, ``filter``) into the fields, as a vector store retriever takes them."""
+        if not isinstance(values, dict) or "search_kwargs" not in values:
+            return values
+        values = dict(values)
+        search_kwargs = values.pop("search_kwargs") or {}
+        if not isinstance(search_kwargs, Mapping):
+            raise InvalidInputError(f"search_kwargs must be a mapping, got {type(search_kwargs).__name__}")
+        unknown = sorted(set(search_kwargs) - SEARCH_KWARGS)
+        if unknown:
+            raise InvalidInputError(
+                f"unsupported search_kwargs {unknown}; expected some of {sorted(SEARCH_KWARGS)}"
+            )
+        for key, value in search_kwargs.items():
+            if key in values and values[key] != value:
+                raise InvalidInputError(f"{key!r} given both as a field ({values[key]!r}) and in search_kwargs ({value!r})")
+            values[key] = value
+        return values
 
     @field_validator("namespace", mode="before")
     @classmethod
@@ -116,7 +143,7 @@ class NuoNuoRetriever(BaseRetriever):
     @field_validator("k")
     @classmethod
     def _check_k(cls, value: int) -> int:
-        return check_positive_k(value)
+        return check_k(value)
 
     @field_validator("hops")
     @classmethod
@@ -168,7 +195,7 @@ class NuoNuoRetriever(BaseRetriever):
     ) -> dict[str, Any]:
         """Merge per-call overrides with the fields into keyword arguments of ``recall``."""
         arguments: dict[str, Any] = {
-            "k": self.k if k is None else check_positive_k(k),
+            "k": self.k if k is None else check_k(k),
             "hops": self.hops if hops is None else check_hops(hops),
             "filter": self.filter if filter is None else filter,
         }

@@ -22,6 +22,7 @@ from llama_index.core.schema import (
     NodeRelationship,
     NodeWithScore,
     QueryBundle,
+    QueryType,
     RelatedNodeInfo,
     TextNode,
     TransformComponent,
@@ -30,7 +31,7 @@ from llama_index.core.vector_stores.types import MetadataFilters
 
 from nuonuo_core.embedding import validate_embeddings
 from nuonuo_core.errors import InvalidInputError, InvalidTypeError, MemoryNotFoundError
-from nuonuo_core.memory import AssociativeMemory, check_hops, normalize_namespace
+from nuonuo_core.memory import AssociativeMemory, _preview, check_hops, normalize_namespace
 from nuonuo_core.text import content_words
 from nuonuo_core.types import MemoryItem, Namespace, RecallResult
 from nuonuo_llamaindex.filters import to_core_filter
@@ -363,6 +364,19 @@ class NuoNuoRetriever(BaseRetriever):
 
     # ------------------------------------------------------------------ retrieval
 
+    def retrieve(self, str_or_query_bundle: QueryType) -> list[NodeWithScore]:
+        """Recall the nodes for a query string or ``QueryBundle``, best first.
+
+        Raises:
+            InvalidTypeError: when the query is neither a str nor a ``QueryBundle``.
+                It is a ``TypeError``.
+        """
+        return super().retrieve(_check_query_type(str_or_query_bundle))
+
+    async def aretrieve(self, str_or_query_bundle: QueryType) -> list[NodeWithScore]:
+        """Async :meth:`retrieve`."""
+        return await super().aretrieve(_check_query_type(str_or_query_bundle))
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return [_node_with_score(result) for result in self._recall(query_bundle)]
 
@@ -404,6 +418,19 @@ def open_memory(memory: MemoryLike | None) -> AssociativeMemory:
     raise InvalidTypeError(
         f"memory must be an AssociativeMemory, a path or None, got {type(memory).__name__}"
     )
+
+
+def _check_query_type(value: Any) -> QueryType:
+    """Check that a query is a str or a ``QueryBundle``, and return it.
+
+    Without this check, llama-index-core 0.14.25 raises a pydantic
+    ``ValidationError`` for ``None`` or an int, and an ``AttributeError`` for bytes.
+    """
+    if not isinstance(value, (str, QueryBundle)):
+        raise InvalidTypeError(
+            f"query must be a str or QueryBundle, got {type(value).__name__}: {_preview(value)}"
+        )
+    return value
 
 
 def _item_from_node(node: BaseNode, chunk_words: int) -> MemoryItem:

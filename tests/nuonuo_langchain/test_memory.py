@@ -151,6 +151,21 @@ def test_recent_turns_are_not_repeated(mode):
     assert lines == ["Human: My dog is called Max.", "AI: Noted."]
 
 
+def test_k_zero_keeps_recent_turns_only(mode):
+    memory = new_memory(k=0, recent_turns=1)
+    save(memory, {"input": "My dog is called Max."}, {"output": "Noted."}, mode)
+    save(memory, {"input": "The printer is broken."}, {"output": "Try a restart."}, mode)
+
+    lines = load(memory, {"input": "my dog"}, mode)["history"].splitlines()
+
+    assert lines == ["Human: The printer is broken.", "AI: Try a restart."]
+
+
+def test_negative_k_rejected():
+    with pytest.raises(ValueError, match="k must be >= 0, got -1"):
+        new_memory(k=-1)
+
+
 # ---------------------------------------------------------------------- choosing input and output
 
 
@@ -428,7 +443,7 @@ def test_memory_excludes_path_and_embedder(tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
-@pytest.mark.parametrize("field, value", [("k", 0), ("hops", 0), ("recent_turns", -1), ("namespace", 5)])
+@pytest.mark.parametrize("field, value", [("k", -1), ("hops", 0), ("recent_turns", -1), ("namespace", 5)])
 def test_invalid_fields_raise(field, value):
     with pytest.raises(ValueError, match=field):
         new_memory(**{field: value})

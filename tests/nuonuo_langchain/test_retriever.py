@@ -81,8 +81,56 @@ def test_k_and_per_call_overrides(mode):
 
     assert len(retrieve(retriever, "my dog", mode)) == 3
     assert len(retrieve(retriever, "my dog", mode, k=1)) == 1
-    with pytest.raises(InvalidInputError, match="k must be >= 1"):
-        retrieve(retriever, "my dog", mode, k=0)
+
+
+def test_k_zero_returns_nothing(mode):
+    retriever = new_retriever(k=0)
+    add_texts(retriever, FACTS, mode)
+
+    assert retrieve(retriever, "my dog", mode) == []
+
+
+def test_search_kwargs_set_fields(mode):
+    retriever = new_retriever(search_kwargs={"k": 1, "hops": 1})
+    add_texts(retriever, FACTS, mode)
+
+    assert retriever.k == 1
+    assert retriever.hops == 1
+    assert len(retrieve(retriever, "my dog", mode)) == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"search_kwargs": {"fetch_k": 20}}, "unsupported search_kwargs \\['fetch_k'\\]"),
+        ({"search_kwargs": 3}, "search_kwargs must be a mapping, got int"),
+        ({"k": 2, "search_kwargs": {"k": 5}}, "'k' given both as a field"),
+        ({"top_k": 3}, "top_k"),
+    ],
+)
+def test_bad_constructor_arguments_rejected(fields, message):
+    with pytest.raises(ValueError, match=message):
+        new_retriever(**fields)
+
+
+def test_per_call_k_zero_returns_nothing(mode):
+    retriever = new_retriever(k=3)
+    add_texts(retriever, FACTS, mode)
+
+    assert retrieve(retriever, "my dog", mode, k=0) == []
+
+
+def test_negative_k_rejected():
+    with pytest.raises(ValueError, match="k must be >= 0, got -1"):
+        new_retriever(k=-1)
+
+
+def test_negative_per_call_k_rejected(mode):
+    retriever = new_retriever(k=3)
+    add_texts(retriever, FACTS, mode)
+
+    with pytest.raises(InvalidInputError, match="k must be >= 0, got -2"):
+        retrieve(retriever, "my dog", mode, k=-2)
 
 
 def test_metadata_filter(mode):

@@ -143,6 +143,21 @@ async def test_blank_query_returns_nothing(pets, use_async):
     assert await _retrieve(pets, "   ", use_async) == []
 
 
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize("query", [None, 5, b"x"], ids=["none", "int", "bytes"])
+async def test_bad_query_type_rejected(hashing_embedder, query, use_async):
+    retriever = NuoNuoRetriever.from_nodes([TextNode(text="My dog is Max.")], _memory(hashing_embedder))
+    type_name = type(query).__name__
+    with pytest.raises(TypeError, match=f"query must be a str or QueryBundle, got {type_name}"):
+        await _retrieve(retriever, query, use_async)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_query_bundle_retrieves(pets, use_async):
+    nodes = await _retrieve(pets, QueryBundle("What toy should I buy for my pet?"), use_async)
+    assert [n.node.node_id for n in nodes] == ["cat"]
+
+
 def test_several_embedding_strings(pets):
     bundle = QueryBundle(
         query_str="gift idea",
