@@ -6,6 +6,7 @@ cannot return or pass through another namespace's memories.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -41,6 +42,25 @@ SCAN_ERROR = 2e-3
 _HNSW_NEIGHBOURS = 16
 _HNSW_EF_CONSTRUCTION = 64
 _HNSW_EF_SEARCH = 128
+# Rows per faiss add call of a background build: about a second of work on two cores (an estimate).
+_HNSW_BUILD_CHUNK = 4096
+
+# Background builds, stopped and waited for at exit: a daemon thread still
+# inside faiss when the interpreter shuts down aborts the process.
+_STOP_BUILDS = threading.Event()
+_BUILDS: set[threading.Thread] = set()
+_BUILDS_LOCK = threading.Lock()
+
+
+def _stop_builds() -> None:
+    _STOP_BUILDS.set()
+    with _BUILDS_LOCK:
+        threads = list(_BUILDS)
+    for thread in threads:
+        thread.join()
+
+
+atexit.register(_stop_builds)
 
 _warned_no_faiss = False
 
@@ -565,15 +585,25 @@ class Partition:
                 index = faiss.IndexHNSWFlat(self.dim, _HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
                 index.hnsw.efConstruction = _HNSW_EF_CONSTRUCTION
                 index.hnsw.efSearch = _HNSW_EF_SEARCH
-                index.add(rows)
+                # Added in chunks, so that a process that exits stops the build
+                # between two of them instead of aborting inside faiss.
+                for start in range(0, count, _HNSW_BUILD_CHUNK):
+                    if _STOP_BUILDS.is_set():
+                        return
+                    index.add(rows[start : start + _HNSW_BUILD_CHUNK])
                 self._ann, self._ann_count, self._ann_generation = index, count, generation
                 logger.info("Built the HNSW index of namespace %r over %d cues", self.namespace, count)
             except Exception:  # noqa: BLE001 - a failed build only means exact scans
                 logger.exception("Building the HNSW index of namespace %r failed", self.namespace)
             finally:
                 self._ann_building = False
+                with _BUILDS_LOCK:
+                    _BUILDS.discard(threading.current_thread())
 
-        threading.Thread(target=build, name="nuonuo-hnsw", daemon=True).start()
+        thread = threading.Thread(target=build, name="nuonuo-hnsw", daemon=True)
+        with _BUILDS_LOCK:
+            _BUILDS.add(thread)
+        thread.start()
         return None
 
     def build_approximate_index(self) -> None:

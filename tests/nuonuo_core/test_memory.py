@@ -239,3 +239,31 @@ def test_async_list_namespaces_clear(hashing_embedder):
     assert [r.text for r in listed] == ["one"]
     assert spaces == [("a",), ("b", "c")]
     assert len(memory) == 0
+
+
+def test_exit_during_background_index_build():
+    """A process that exits while the HNSW index is being built exits cleanly."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("faiss")
+    script = """
+import torch
+from benchmarks.speed import VectorTable, unit_vectors
+from nuonuo_core import AssociativeMemory, MemoryConfig
+
+vectors = unit_vectors(40_000, seed=1)
+config = MemoryConfig(code_dim=1024, k=16, ann_threshold=1_000, device="cpu")
+memory = AssociativeMemory(embedder=VectorTable(vectors), config=config)
+memory.add_many([f"v{i}" for i in range(40_000)], batch_size=4096)
+memory.recall_by_vector(torch.from_numpy(vectors[0]), 5)  # starts the build
+print("exiting", flush=True)
+"""
+    root = Path(__file__).resolve().parents[2]
+    finished = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300, check=False
+    )
+
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "exiting" in finished.stdout
