@@ -132,7 +132,7 @@ def locomo_items(conversation: LocomoConversation) -> list[MemoryItem]:
 def read_jsonl(path: str | Path) -> Iterator[MemoryItem]:
     """Read JSON lines: each line an object with ``text`` and optionally ``id``,
     ``metadata``, ``timestamp``, ``cues`` and ``session``."""
-    # Split on newlines only: a JSON string may hold other line separators.
+    # Split on newlines only, because a JSON string can contain other line separators.
     for number, line in enumerate(_read_utf8(Path(path)).split("\n"), start=1):
         if not line.strip():
             continue
@@ -222,8 +222,10 @@ def read_items(path: str | Path, format: InputFormat = "auto") -> list[MemoryIte
     path = Path(path)
     if path.is_dir():
         raise InvalidInputError(f"input {str(path)!r} is a directory; expected a file")
-    if not path.is_file():
+    if not path.exists():
         raise InvalidInputError(f"input file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise InvalidInputError(f"input {str(path)!r} is not a regular file; expected a file to read")
     if format == "auto":
         format = detect_format(path)
     if format == "locomo":

@@ -108,6 +108,11 @@ class NuoNuoRetriever(BaseRetriever):
     @classmethod
     def _merge_search_kwargs(cls, values: Any) -> Any:
         """Move ``search_kwargs`` (``k``, ``hops``, ``filter``) into the fields, as a vector store retriever takes them."""
+        if isinstance(values, dict) and "search_type" in values:
+            raise InvalidInputError(
+                f"search_type is not supported, got {values['search_type']!r}: NuoNuo has one kind of "
+                "search; set k, hops and filter instead"
+            )
         if not isinstance(values, dict) or "search_kwargs" not in values:
             return values
         values = dict(values)

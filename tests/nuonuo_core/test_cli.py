@@ -76,6 +76,13 @@ def test_ingest_bad_file(tmp_path, capsys, name, content, extra, expected):
     assert expected in capsys.readouterr().err
 
 
+def test_ingest_device_file(tmp_path, capsys):
+    status = main(["ingest", "/dev/null", "--memory", str(tmp_path / "memory.db")])
+
+    assert status == 2
+    assert "is not a regular file" in capsys.readouterr().err
+
+
 def test_ingest_directory_input(tmp_path, capsys):
     status = main(["ingest", str(tmp_path), "--memory", str(tmp_path / "memory.db")])
 

@@ -106,6 +106,7 @@ def test_search_kwargs_set_fields(mode):
         ({"search_kwargs": 3}, "search_kwargs must be a mapping, got int"),
         ({"k": 2, "search_kwargs": {"k": 5}}, "'k' given both as a field"),
         ({"top_k": 3}, "top_k"),
+        ({"search_type": "mmr"}, "search_type is not supported, got 'mmr'"),
     ],
 )
 def test_bad_constructor_arguments_rejected(fields, message):
