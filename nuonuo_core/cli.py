@@ -83,24 +83,22 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_memory(path: str | None):
+def _open_memory(path: str | None, must_exist: bool = False):
+    """Open the memory file at ``path`` or the default one; return the memory and its path.
+
+    With ``must_exist``, a missing file raises instead of being created, so that
+    a mistyped path on a read-only command creates nothing.
+    """
     from nuonuo_core import AssociativeMemory
     from nuonuo_core.storage import default_memory_path
 
     target = Path(path) if path else default_memory_path()
-    return AssociativeMemory(target), target
-
-
-def _existing_memory_path(path: str | None) -> Path:
-    """Return the memory file to read, raising if it does not exist, so that a mistyped path creates nothing."""
-    from nuonuo_core.storage import default_memory_path
-
-    target = Path(path) if path else default_memory_path()
-    if not target.is_file():
+    if must_exist and not target.is_file():
         raise InvalidInputError(
-            f"memory file {str(target)!r} does not exist; store memories in it first with 'nuonuo ingest FILE --memory {target}'"
+            f"memory file {str(target)!r} does not exist; "
+            f"store memories in it first with 'nuonuo ingest FILE --memory {target}'"
         )
-    return target
+    return AssociativeMemory(target), target
 
 
 def run_ingest(args: argparse.Namespace) -> int:
@@ -129,7 +127,7 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 def run_recall(args: argparse.Namespace) -> int:
     """Recall from the memory file and print the results."""
-    memory, target = _open_memory(str(_existing_memory_path(args.memory)))
+    memory, target = _open_memory(args.memory, must_exist=True)
     with memory:
         if len(memory) == 0:
             print(f"{target} holds no memories yet; store some with 'nuonuo ingest FILE'.", file=sys.stderr)

@@ -145,12 +145,15 @@ def read_jsonl(path: str | Path) -> Iterator[MemoryItem]:
 
 def _record_item(record: Any, where: str) -> MemoryItem:
     """Turn one JSON object with ``text`` and optional fields into a memory item."""
-    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-        kind = type(record).__name__ if not isinstance(record, dict) else "an object without a string 'text'"
-        raise InvalidInputError(f"{where}: expected an object with a string 'text', got {kind}")
-    metadata = dict(record.get("metadata") or {})
-    if isinstance(record.get("title"), str):
-        metadata.setdefault("title", record["title"])
+    if not isinstance(record, dict):
+        raise InvalidInputError(f"{where}: expected an object with a string 'text', got {type(record).__name__}")
+    if not isinstance(record.get("text"), str):
+        raise InvalidInputError(f"{where}: expected an object with a string 'text', got an object without one")
+    # Metadata that is not an object is passed on as it is, for the memory to reject by name.
+    metadata = record.get("metadata") or {}
+    title = record.get("title")
+    if isinstance(title, str) and isinstance(metadata, dict) and "title" not in metadata:
+        metadata = {**metadata, "title": title}
     return MemoryItem(
         text=record["text"],
         id=record.get("id"),

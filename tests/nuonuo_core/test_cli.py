@@ -63,6 +63,8 @@ def test_ingest_json_array(tmp_path, capsys):
         ("notes.txt", b"just some notes", ["--format", "locomo"], "is not valid JSON"),
         ("broken.json", b'{"speaker_a": "Ana", ', [], "is not valid JSON"),
         ("numbers.json", b"[1, 2]", [], "expected an object with a string 'text', got int"),
+        ("list_metadata.jsonl", b'{"text": "hello", "metadata": [1, 2]}\n', [], "metadata must be a mapping, got list"),
+        ("no_text.jsonl", b'{"title": "hello"}\n', [], "got an object without one"),
     ],
 )
 def test_ingest_bad_file(tmp_path, capsys, name, content, extra, expected):
