@@ -143,20 +143,28 @@ def winner_take_all(
     maxima can hold a winner (a winner's tile maximum is at least the winner,
     and fewer than ``k`` values exceed it), and the winners are picked among
     those tiles' units that reach the ``k``-th largest tile maximum. The
-    rotation is applied to all rows at once; the block products and the
-    selection run ``rows_per_step`` rows at a time so that the projected
-    activity stays in the CPU cache.
+    rotation is applied to all rows at once. The block products and the
+    selection run ``rows_per_step`` rows at a time, so the projected activity
+    stays in the CPU cache.
 
     Shape:
         embeddings: ``(n, input_dim)``, float32.
         return: ``(n, k)``, int64, the indices of the active units in ascending order.
     """
     rotated = embeddings @ projection.rotation
+    weights = projection.weights
+    # One buffer for the activity of every step: a fresh allocation of this
+    # size per step is returned to the system and faulted back in each time.
+    buffer = torch.empty(
+        weights.shape[0] * min(rows_per_step, rotated.shape[0]) * weights.shape[2],
+        dtype=weights.dtype,
+        device=weights.device,
+    )
     if rotated.shape[0] <= rows_per_step:
-        return _winner_take_all_rows(rotated, projection.weights, k)
+        return _winner_take_all_rows(rotated, weights, k, buffer)
     return torch.cat(
         [
-            _winner_take_all_rows(rotated[start : start + rows_per_step], projection.weights, k)
+            _winner_take_all_rows(rotated[start : start + rows_per_step], weights, k, buffer)
             for start in range(0, rotated.shape[0], rows_per_step)
         ]
     )
@@ -166,13 +174,16 @@ _TILE = 32
 """Units per tile in :func:`winner_take_all`; measured fastest among 16, 32 and 64."""
 
 
-def _winner_take_all_rows(rotated: torch.Tensor, weights: torch.Tensor, k: int) -> torch.Tensor:
+def _winner_take_all_rows(
+    rotated: torch.Tensor, weights: torch.Tensor, k: int, buffer: torch.Tensor
+) -> torch.Tensor:
     n = rotated.shape[0]
     device = rotated.device
     if n == 0:
         return torch.empty(0, k, dtype=torch.int64, device=device)
     blocks, _, block_size = weights.shape
-    activity = torch.bmm(rotated.view(n, blocks, -1).transpose(0, 1), weights)  # (blocks, n, block_size)
+    activity = buffer[: blocks * n * block_size].view(blocks, n, block_size)
+    torch.bmm(rotated.view(n, blocks, -1).transpose(0, 1), weights, out=activity)
     tile = _TILE if block_size % _TILE == 0 else block_size
     tiles_per_block = block_size // tile
     if blocks * tiles_per_block <= k:
