@@ -2,15 +2,17 @@
 
 Scale runs store random unit vectors of dimension 384 (no embedding model), N
 of them, each memory linked to the one before it as in a conversation. For
-every N the same vectors go into NuoNuo, a FAISS ``IndexFlatIP`` (exact), a FAISS
-HNSW index and, up to ``--store-limit``, LangGraph's ``InMemoryStore``. Queries
-are held-out random unit vectors. End-to-end runs use the real LoCoMo turns
+every N the same vectors go into NuoNuo (exact first stage, and from
+``--ann-from`` on also its quantized first stage), a FAISS ``IndexFlatIP``
+(exact), a FAISS HNSW index and, up to ``--store-limit``, LangGraph's
+``InMemoryStore``. Queries are held-out random unit vectors. End-to-end runs use the real LoCoMo turns
 and questions with all-MiniLM-L6-v2.
 
 Random vectors are the hardest case for approximate search: in 384 dimensions
 the ten nearest of a million random points are barely nearer than the rest, so
-HNSW recall against exact search is far lower than on real embeddings, which
-cluster. Both are reported.
+graph search (HNSW) finds few of them, while a quantized scan over every row
+followed by exact rescoring still does. Recall against exact search is
+reported for random vectors and for real embeddings.
 
 Run: ``python -m benchmarks.speed [--sizes 1000,20000,100000,1000000] [--out DIR]``
 """
@@ -146,7 +148,7 @@ def scale_run(count: int, args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"n": count}
     result.update(measure_learning(vectors, args.device))
 
-    # NuoNuo, exact first stage (threshold above N), then with HNSW where N is large.
+    # NuoNuo, exact first stage (threshold above N); the quantized one follows below.
     rss_before = rss_bytes()
     config = MemoryConfig(device=args.device, ann_threshold=max(count + 1, 200_000))
     memory = AssociativeMemory(embedder=VectorTable(vectors), config=config)
@@ -172,7 +174,7 @@ def scale_run(count: int, args: argparse.Namespace) -> dict[str, Any]:
                 exact_found.append([int(r.text[1:]) for r in found])
         result[f"recall_hops{hops}_p50"], result[f"recall_hops{hops}_p99"] = percentiles(samples)
 
-    # FAISS exact and HNSW on the same vectors.
+    # FAISS exact search on the same vectors; its results are the truth for recall@10.
     import faiss
 
     flat = faiss.IndexFlatIP(DIM)
@@ -189,32 +191,40 @@ def scale_run(count: int, args: argparse.Namespace) -> dict[str, Any]:
     result["faiss_flat_bytes_per_memory"] = DIM * 4
     result["nuonuo_exact_recall_at_10"] = recall_at_10(exact_found, truth)
 
-    if count >= args.hnsw_from:
+    if count >= args.ann_from:
+        # NuoNuo's own approximate first stage, forced on at this N.
         partition = memory._partitions[()]
         memory.config = config.replace(ann_threshold=1)
         partition.config = memory.config
         started = time.perf_counter()
         partition.build_approximate_index()
+        result["nuonuo_ann_build_per_s"] = count / (time.perf_counter() - started)
+        samples, found_all = [], []
+        for i in range(QUERIES):
+            started = time.perf_counter()
+            found = memory.recall_by_vector(query_tensors[i], 10, hops=1)
+            samples.append(time.perf_counter() - started)
+            found_all.append([int(r.text[1:]) for r in found])
+        result["nuonuo_ann_p50"], result["nuonuo_ann_p99"] = percentiles(samples)
+        result["nuonuo_ann_recall_at_10"] = recall_at_10(found_all, truth)
+
+        # FAISS HNSW as the baseline, at the settings NuoNuo used before.
+        hnsw = faiss.IndexHNSWFlat(DIM, 16, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = 64
+        started = time.perf_counter()
+        hnsw.add(vectors)
         result["hnsw_build_per_s"] = count / (time.perf_counter() - started)
-        index = partition._ann
         for ef in (128, 512):
-            index.hnsw.efSearch = ef
-            samples, found_all = [], []
-            for i in range(QUERIES):
-                started = time.perf_counter()
-                found = memory.recall_by_vector(query_tensors[i], 10, hops=1)
-                samples.append(time.perf_counter() - started)
-                found_all.append([int(r.text[1:]) for r in found])
-            result[f"nuonuo_hnsw_ef{ef}_p50"], result[f"nuonuo_hnsw_ef{ef}_p99"] = percentiles(samples)
-            result[f"nuonuo_hnsw_ef{ef}_recall_at_10"] = recall_at_10(found_all, truth)
+            hnsw.hnsw.efSearch = ef
             samples, raw = [], []
             for i in range(QUERIES):
                 started = time.perf_counter()
-                ids = index.search(queries[i : i + 1], 10)[1][0]
+                ids = hnsw.search(queries[i : i + 1], 10)[1][0]
                 samples.append(time.perf_counter() - started)
                 raw.append(ids.tolist())
             result[f"faiss_hnsw_ef{ef}_p50"], _ = percentiles(samples)
             result[f"faiss_hnsw_ef{ef}_recall_at_10"] = recall_at_10(raw, truth)
+        del hnsw
 
     if count <= args.store_limit:
         result.update(measure_inmemory_store(vectors, queries))
@@ -296,11 +306,15 @@ def end_to_end(data_dir: Path, device: str = "cpu") -> dict[str, Any]:
 
 
 def real_embedding_ann(embedder: Any, turns: list[str], questions: list[str], data_dir: Path) -> dict[str, float]:
-    """HNSW recall@10 against exact search on real embeddings: LoCoMo turns and MuSiQue passages."""
+    """Recall@10 against exact search on real embeddings: LoCoMo turns and MuSiQue passages.
+
+    NuoNuo's quantized first stage (its rows rescored exactly, as recall does)
+    beside FAISS HNSW at the settings of the baseline.
+    """
     import faiss
 
     from benchmarks.datasets import load_musique
-    from nuonuo_core.partition import _HNSW_EF_CONSTRUCTION, _HNSW_EF_SEARCH, _HNSW_NEIGHBOURS
+    from nuonuo_core.partition import _PQ_ROWS_PER_CANDIDATE, new_approximate_index
 
     passages = [p.memory_text for p in load_musique(data_dir)[0]] if (data_dir / "musique").is_dir() else []
     corpus = embedder.encode(turns + passages, batch_size=64)
@@ -308,12 +322,22 @@ def real_embedding_ann(embedder: Any, turns: list[str], questions: list[str], da
     flat = faiss.IndexFlatIP(DIM)
     flat.add(corpus)
     truth = flat.search(queries, 10)[1]
-    index = faiss.IndexHNSWFlat(DIM, _HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = _HNSW_EF_CONSTRUCTION
-    index.hnsw.efSearch = _HNSW_EF_SEARCH
+    index = new_approximate_index(corpus)
     index.add(corpus)
-    found = index.search(queries, 10)[1]
-    return {"real_ann_corpus": corpus.shape[0], "real_ann_recall_at_10": recall_at_10(found.tolist(), truth)}
+    rows = index.search(queries, _PQ_ROWS_PER_CANDIDATE * MemoryConfig().hopfield_candidates)[1]
+    found = []
+    for query, candidates in zip(queries, rows):
+        candidates = candidates[candidates >= 0]
+        found.append(candidates[np.argsort(-(corpus[candidates] @ query))[:10]].tolist())
+    hnsw = faiss.IndexHNSWFlat(DIM, 16, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = 64
+    hnsw.hnsw.efSearch = 128
+    hnsw.add(corpus)
+    return {
+        "real_ann_corpus": corpus.shape[0],
+        "real_ann_recall_at_10": recall_at_10(found, truth),
+        "real_hnsw_recall_at_10": recall_at_10(hnsw.search(queries, 10)[1].tolist(), truth),
+    }
 
 
 class _Mixed:
@@ -353,7 +377,10 @@ def report(scale: list[dict[str, Any]], dense_rate: float, e2e: dict[str, Any] |
             f"{dense_rate:,.1f} |"
         )
     lines += ["", "## Recall latency, excluding embedding (ms, p50 / p99, k = 10)", ""]
-    lines.append("| N | NuoNuo 1 hop | 3 hops | 10 hops | FAISS flat | NuoNuo HNSW ef128 (recall@10) | FAISS HNSW ef128 (recall@10) | NuoNuo HNSW ef512 (recall@10) | InMemoryStore |")
+    lines.append(
+        "| N | NuoNuo 1 hop | 3 hops | 10 hops | FAISS flat | NuoNuo 1 hop, quantized first stage (recall@10) "
+        "| FAISS HNSW ef128 (recall@10) | FAISS HNSW ef512 (recall@10) | InMemoryStore |"
+    )
     lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in scale:
         def pair(key: str) -> str:
@@ -367,24 +394,31 @@ def report(scale: list[dict[str, Any]], dense_rate: float, e2e: dict[str, Any] |
         store = pair("store_search")
         lines.append(
             f"| {r['n']:,} | {pair('recall_hops1')} | {pair('recall_hops3')} | {pair('recall_hops10')} | "
-            f"{pair('faiss_flat')} | {ann('nuonuo_hnsw_ef128')} | {ann('faiss_hnsw_ef128')} | "
-            f"{ann('nuonuo_hnsw_ef512')} | {store} |"
+            f"{pair('faiss_flat')} | {ann('nuonuo_ann')} | {ann('faiss_hnsw_ef128')} | "
+            f"{ann('faiss_hnsw_ef512')} | {store} |"
         )
     lines += ["", "## Memory", ""]
-    lines.append("| N | NuoNuo tensors B/memory | NuoNuo RSS B/memory | association (MB) | FAISS flat B/memory | HNSW build /s |")
-    lines.append("|---:|---:|---:|---:|---:|---:|")
+    lines.append(
+        "| N | NuoNuo tensors B/memory | NuoNuo RSS B/memory | association (MB) | FAISS flat B/memory "
+        "| NuoNuo quantized index build /s | FAISS HNSW build /s |"
+    )
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|")
     for r in scale:
-        build = f"{r['hnsw_build_per_s']:,.0f}" if "hnsw_build_per_s" in r else "-"
+        def rate(key: str) -> str:
+            return f"{r[key]:,.0f}" if key in r else "-"
+
         lines.append(
             f"| {r['n']:,} | {r['bytes_per_memory_tensors']:,.0f} | {r['bytes_per_memory_rss']:,.0f} | "
-            f"{r['association_bytes'] / 1e6:.1f} | {r['faiss_flat_bytes_per_memory']:,} | {build} |"
+            f"{r['association_bytes'] / 1e6:.1f} | {r['faiss_flat_bytes_per_memory']:,} | "
+            f"{rate('nuonuo_ann_build_per_s')} | {rate('hnsw_build_per_s')} |"
         )
     if e2e:
         lines += ["", f"## End to end with all-MiniLM-L6-v2 (LoCoMo, {e2e['turns']:,} turns)", ""]
         lines.append(f"- model's own batched encode (PyTorch): {e2e['torch_encode_per_s']:,.0f} texts/s")
         lines.append(
-            f"- HNSW first stage on real embeddings ({e2e['real_ann_corpus']:,} LoCoMo turns and MuSiQue "
-            f"passages, LoCoMo questions): recall@10 against exact search {e2e['real_ann_recall_at_10']:.3f}"
+            f"- on real embeddings ({e2e['real_ann_corpus']:,} LoCoMo turns and MuSiQue passages, LoCoMo "
+            f"questions), recall@10 against exact search: NuoNuo's quantized first stage "
+            f"{e2e['real_ann_recall_at_10']:.3f}, FAISS HNSW ef128 {e2e['real_hnsw_recall_at_10']:.3f}"
         )
         for backend in ("torch", "onnx", "onnx-int8"):
             if f"ingest_{backend}_per_s" not in e2e:
@@ -408,7 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,20000,100000,1000000", help="comma-separated N (default: %(default)s)")
     parser.add_argument("--out", default="benchmarks/out/speed", help="output folder (default: %(default)s)")
     parser.add_argument("--data", default=str(default_data_dir()), help="data folder with locomo/ for the end-to-end runs")
-    parser.add_argument("--hnsw-from", type=int, default=100_000, help="build HNSW indexes from this N on (default: %(default)s)")
+    parser.add_argument(
+        "--ann-from", type=int, default=100_000,
+        help="measure NuoNuo's quantized first stage and FAISS HNSW from this N on (default: %(default)s)",
+    )
     parser.add_argument("--store-limit", type=int, default=20_000, help="largest N for InMemoryStore (default: %(default)s)")
     parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end runs with the model")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of the memories (default: cpu)")
