@@ -26,7 +26,7 @@ VARIANTS: list[tuple[str, list[str]]] = [
     ("single-hop (hops=1)", ["hops=1"]),
     ("no lexical cues (lexical_weight=0)", ["lexical_weight=0"]),
     ("no sentence cues (sentence_cues=false)", ["sentence_cues=false"]),
-    ("sentence cues ranked by best cue (sentence_cue_weight=1)", ["sentence_cue_weight=1"]),
+    ("sentence cues ranked half way to the best cue (sentence_cue_weight=0.5)", ["sentence_cue_weight=0.5"]),
     ("no session links (links.session=0)", ["links.session=0"]),
     ("no name links (links.entity=0)", ["links.entity=0"]),
     ("rare-word links on (links.word=0.5)", ["links.word=0.5"]),

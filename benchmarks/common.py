@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from nuonuo_core.config import LinkWeights, MemoryConfig
-from nuonuo_core.embedding import Embedder
+from nuonuo_core.cues import derive_cues
+from nuonuo_core.embedding import Embedder, Spans, encode_spans_separately
 from nuonuo_core.errors import ConfigError
 
 T = TypeVar("T")
@@ -83,6 +84,40 @@ class CachingEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._vectors[k] for k in keys])
 
+    def encode_with_spans(
+        self, texts: Sequence[str], spans: Sequence[Spans], *, batch_size: int = 64, show_progress: bool = False
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Embed texts and spans of them as the wrapped embedder does, remembering both."""
+        inner = getattr(self.inner, "encode_with_spans", None)
+        if inner is None:
+            return encode_spans_separately(self, texts, spans, batch_size=batch_size, show_progress=show_progress)
+        span_keys = [[self._span_key(t, a, b) for a, b in s] for t, s in zip(texts, spans)]
+        missing: dict[str, int] = {}
+        for row, (text, keys) in enumerate(zip(texts, span_keys)):
+            if self._key(text) not in self._vectors or any(k not in self._vectors for k in keys):
+                missing.setdefault(text, row)
+        if missing:
+            self.misses += len(missing)
+            rows = list(missing.values())
+            vectors, span_vectors = inner(
+                [texts[r] for r in rows], [spans[r] for r in rows], batch_size=batch_size, show_progress=show_progress
+            )
+            for row, vector, pieces in zip(rows, np.asarray(vectors, dtype=np.float32), span_vectors):
+                self._vectors[self._key(texts[row])] = vector
+                for key, piece in zip(span_keys[row], np.asarray(pieces, dtype=np.float32)):
+                    self._vectors[key] = piece
+        text_vectors = (
+            np.stack([self._vectors[self._key(t)] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+        )
+        return text_vectors, [
+            np.stack([self._vectors[k] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
+            for keys in span_keys
+        ]
+
+    @staticmethod
+    def _span_key(text: str, start: int, end: int) -> str:
+        return hashlib.sha1(f"span {start} {end} {text}".encode("utf-8")).hexdigest()
+
     def __len__(self) -> int:
         return len(self._vectors)
 
@@ -103,6 +138,45 @@ class CachingEmbedder:
         with open(partial, "wb") as handle:
             np.savez(handle, keys=keys, vectors=vectors, model=np.array(self.name))
         os.replace(partial, self.path)
+
+
+def embed_ahead(
+    embedder: Embedder,
+    documents: Iterable[str],
+    others: Iterable[str],
+    configs: Iterable[MemoryConfig],
+    *,
+    batch_size: int = 64,
+    show_progress: bool = False,
+) -> int:
+    """Embed, once, every text a run will ask for, and return how many were not cached.
+
+    ``documents`` are stored as NuoNuo memories under each of ``configs``: each
+    gets its cues, and its sentence cues come from the pass over the document
+    where the embedder pools spans, as the memory does. ``others`` (questions)
+    are embedded as they are. Without a cache there is nothing to embed ahead.
+    """
+    if not isinstance(embedder, CachingEmbedder):
+        return 0
+    before = embedder.misses
+    pools_spans = getattr(embedder.inner, "encode_with_spans", None) is not None
+    plain: dict[str, None] = dict.fromkeys(others)
+    spans_of: dict[str, list[tuple[int, int]]] = {}
+    documents = list(dict.fromkeys(documents))
+    for config in set(configs):
+        for text in documents:
+            infos, cue_texts = derive_cues(text, [], config)
+            sentences = [(i.start, i.end) for i in infos if i.kind == "sentence"]
+            if pools_spans and sentences:
+                spans_of.setdefault(text, sentences)  # type: ignore[arg-type]
+            plain.update(dict.fromkeys(c for i, c in zip(infos, cue_texts) if i.kind not in ("text", "sentence")))
+    plain.update(dict.fromkeys(t for t in documents if t not in spans_of))
+    if spans_of:
+        embedder.encode_with_spans(
+            list(spans_of), list(spans_of.values()), batch_size=batch_size, show_progress=show_progress
+        )
+    embedder.encode(list(plain), batch_size=batch_size, show_progress=show_progress)
+    return embedder.misses - before
 
 
 def machine_description() -> str:

@@ -60,6 +60,7 @@ from benchmarks.common import (
     CachingEmbedder,
     apply_overrides,
     describe_overrides,
+    embed_ahead,
     format_table,
     machine_description,
     ndcg_at,
@@ -71,7 +72,6 @@ from benchmarks.common import (
 )
 from benchmarks.datasets import Document
 from benchmarks.quality import NUONUO_SYSTEMS, SYSTEM_CHOICES, build_systems
-from nuonuo_core.cues import derive_cues
 from nuonuo_core.embedding import Embedder, load_embedder
 from nuonuo_core.errors import InvalidInputError, NuoNuoError
 
@@ -363,12 +363,8 @@ def run(
     for question in progress(answerable, "LongMemEval questions"):
         documents = question.documents()
 
-        # Embed the haystack, its NuoNuo cues and the question in one batch.
-        texts = [d.text for d in documents] + [question.question]
-        for config in set(configs):
-            for document in documents:
-                texts.extend(derive_cues(document.text, [], config)[1][1:])
-        embedder.encode(unique_in_order(texts))
+        # Embed the haystack, its NuoNuo cues and the question ahead, in batches.
+        embed_ahead(embedder, (d.text for d in documents), [question.question], configs)
 
         for retriever in retrievers:
             retriever.index(question.question_id, documents)

@@ -53,6 +53,7 @@ from benchmarks.common import (
     apply_overrides,
     default_data_dir,
     describe_overrides,
+    embed_ahead,
     format_table,
     machine_description,
     progress,
@@ -62,7 +63,6 @@ from benchmarks.common import (
 )
 from benchmarks.datasets import Document, RetrievalTask, locomo_task, missing_data_reason, musique_task
 from nuonuo_core import AssociativeMemory, MemoryConfig, MemoryItem
-from nuonuo_core.cues import derive_cues
 from nuonuo_core.embedding import Embedder, load_embedder
 from nuonuo_core.errors import NuoNuoError
 
@@ -202,17 +202,6 @@ def build_systems(systems: Sequence[str], embedder: Embedder, settings: Sequence
             label = NUONUO_SYSTEMS[name].label + (OVERRIDE_MARK if settings else "")
             built.append(NuoNuoRetriever(label, memories[config], NUONUO_SYSTEMS[name].hops))
     return built
-
-
-def texts_to_embed(task: RetrievalTask, configs: Sequence[MemoryConfig]) -> list[str]:
-    """List every text a run of ``task`` embeds: documents, questions and NuoNuo's cues."""
-    texts = [d.text for documents in task.corpora.values() for d in documents]
-    texts += [q.question for q in task.questions]
-    for config in set(configs):
-        for documents in task.corpora.values():
-            for document in documents:
-                texts.extend(derive_cues(document.text, [], config)[1][1:])
-    return unique_in_order(texts)
 
 
 def evaluate_task(task: RetrievalTask, systems: Sequence[Retriever]) -> Scores:
@@ -408,11 +397,16 @@ def main(argv: list[str] | None = None) -> int:
     if "musique" in args.datasets:
         tasks.append(musique_task(data_dir))
     embedder = CachingEmbedder(load_embedder(device=None if args.device == "auto" else args.device), args.cache)
-    texts = unique_in_order(t for task in tasks for t in texts_to_embed(task, list(configs.values())))
-    missing = embedder.count_missing(texts)
-    print(f"Embedding {missing} of {len(texts)} texts with {embedder.name} (the rest are cached)...", file=sys.stderr)
+    print(f"Embedding the texts not in the cache with {embedder.name}...", file=sys.stderr)
     embedding_started = time.perf_counter()
-    embedder.encode(texts, batch_size=args.batch_size, show_progress=True)
+    missing = embed_ahead(
+        embedder,
+        (d.text for task in tasks for documents in task.corpora.values() for d in documents),
+        (q.question for task in tasks for q in task.questions),
+        list(configs.values()),
+        batch_size=args.batch_size,
+        show_progress=True,
+    )
     embedder.save()
     embedding_seconds = time.perf_counter() - embedding_started
 

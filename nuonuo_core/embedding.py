@@ -10,7 +10,7 @@ import math
 import os
 import re
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Literal, Protocol, runtime_checkable
 
@@ -48,6 +48,33 @@ class Embedder(Protocol):
             shape and values and normalises rows to unit length.
         """
         ...
+
+
+Spans = Sequence[tuple[int, int]]
+"""Character spans ``(start, end)`` of one text."""
+
+
+def encode_spans_separately(
+    embedder: Embedder, texts: Sequence[str], spans: Sequence[Spans], *, batch_size: int = 64,
+    show_progress: bool = False,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Embed texts and each span's text on its own: the fallback of ``encode_with_spans``.
+
+    An embedder may offer ``encode_with_spans(texts, spans, batch_size=...,
+    show_progress=...)`` with this signature and result; the memory then gets
+    its sentence cues from it. :class:`SentenceTransformerEmbedder` pools each
+    span's token vectors from the pass over the whole text instead.
+
+    Returns:
+        The texts' vectors, shape ``(len(texts), dim)``, and for text ``i`` the
+        vectors of its spans, shape ``(len(spans[i]), dim)``.
+    """
+    pieces = [text[start:end] for text, text_spans in zip(texts, spans) for start, end in text_spans]
+    vectors = np.asarray(
+        embedder.encode(list(texts) + pieces, batch_size=batch_size, show_progress=show_progress)
+    )
+    bounds = np.cumsum([len(texts)] + [len(text_spans) for text_spans in spans])
+    return vectors[: len(texts)], [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def validate_embeddings(vectors: Any, count: int, dim: int, source: str) -> np.ndarray:
@@ -149,6 +176,47 @@ def resolve_model_path(model_name_or_path: str) -> tuple[str, bool]:
     return model_name_or_path, False
 
 
+BATCH_FROM = 16
+"""Texts per call from which the ``"auto"`` backend runs a batch in bfloat16 PyTorch
+instead of ONNX Runtime, where the CPU computes bfloat16 in hardware."""
+
+
+def native_bfloat16() -> bool:
+    """Return whether this CPU computes bfloat16 products in hardware (AVX512-BF16 or AMX)."""
+    import torch
+
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, name, None)
+        try:
+            if check is not None and check():
+                return True
+        except RuntimeError:
+            continue
+    return False
+
+
+def _mean_pooled(model: Any) -> bool:
+    """Return whether a sentence-transformers model is a transformer, mean pooling
+    and at most a normalisation, with a tokenizer that reports character offsets."""
+    modules = list(model)
+    names = [type(m).__name__ for m in modules]
+    if len(names) < 2 or names[0] != "Transformer" or names[1] != "Pooling":
+        return False
+    if any(name != "Normalize" for name in names[2:]):
+        return False
+    config = modules[1].get_config_dict()
+    mean = config.get("pooling_mode") == "mean" or (
+        config.get("pooling_mode_mean_tokens") and not any(
+            config.get(key) for key in config if key.startswith("pooling_mode_") and key != "pooling_mode_mean_tokens"
+        )
+    )
+    return bool(mean) and bool(getattr(model.tokenizer, "is_fast", False))
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model.
 
@@ -176,7 +244,14 @@ class SentenceTransformerEmbedder:
             picks ``"onnx"`` on the CPU when the ``fast`` extra is installed,
             else ``"torch"``; a failed export falls back to ``"torch"`` with a
             warning.
+            With ``"auto"`` and a CPU that computes bfloat16 in hardware,
+            batches of :data:`BATCH_FROM` texts or more run in PyTorch in
+            bfloat16 instead (see ``bfloat16``).
         cache_dir: Folder of ONNX exports. Default ``~/.cache/nuonuo``.
+        bfloat16: Run the PyTorch model in bfloat16 on the CPU. ``None``
+            (default) does so where the CPU computes bfloat16 in hardware
+            (AVX512-BF16 or AMX): about 1.7 times the float32 batch throughput,
+            with vectors at cosine 0.9999 or more to the float32 ones.
     """
 
     def __init__(
@@ -185,13 +260,14 @@ class SentenceTransformerEmbedder:
         device: str | None = None,
         backend: Backend = "auto",
         cache_dir: str | os.PathLike[str] | None = None,
+        bfloat16: bool | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         from sentence_transformers import SentenceTransformer
 
         self.name = model_name_or_path
-        self.backend = backend
+        requested = backend
         # Whether the model reads only English; the memory then requires shared
         # characters before it matches texts in other scripts.
         self.english_only = model_name_or_path in _PACKAGED_MODEL_NAMES
@@ -215,9 +291,17 @@ class SentenceTransformerEmbedder:
         elif backend in ("onnx", "onnx-int8"):
             self._load_onnx(path, cache_dir, quantize=backend == "onnx-int8")
         self.backend = backend
+        # Whether the PyTorch model runs in bfloat16; with "auto", batches then
+        # run in PyTorch rather than ONNX Runtime, as that is faster.
+        torch_runs = self._onnx is None or requested == "auto"
+        requested_bfloat16 = native_bfloat16() if bfloat16 is None else bool(bfloat16)
+        self.bfloat16 = torch_runs and self.model.device.type == "cpu" and requested_bfloat16
+        self._batches_in_torch = self._onnx is None or self.bfloat16
+        self._span_pooling = _mean_pooled(self.model)
         logger.info(
-            "Loaded embedding model %s (dim %d) on %s with the %s backend",
+            "Loaded embedding model %s (dim %d) on %s with the %s backend%s",
             model_name_or_path, self.dim, self.model.device, backend,
+            ", bfloat16 batches in PyTorch" if self.bfloat16 and self._batches_in_torch else "",
         )
 
     def _load_onnx(self, path: str, cache_dir: str | os.PathLike[str] | None, quantize: bool) -> None:
@@ -231,15 +315,112 @@ class SentenceTransformerEmbedder:
         """Embed texts. Returns unit rows of shape ``(len(texts), dim)``, float32."""
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if self._onnx is not None:
+        if self._onnx is not None and not (self._batches_in_torch and len(texts) >= BATCH_FROM):
             return self._onnx.encode(texts, batch_size=batch_size, show_progress=show_progress)
-        return self.model.encode(
-            list(texts),
-            batch_size=batch_size,
-            show_progress_bar=show_progress,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
+        with self._autocast():
+            vectors = self.model.encode(
+                list(texts),
+                batch_size=batch_size,
+                show_progress_bar=show_progress,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            )
+        return vectors.astype(np.float32, copy=False)
+
+    def encode_with_spans(
+        self, texts: Sequence[str], spans: Sequence[Spans], *, batch_size: int = 64, show_progress: bool = False
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Embed texts, and spans of them from the same pass.
+
+        A span's vector is the mean of the vectors of the tokens inside it, as
+        the model read them within the whole text, normalised like a text's
+        (contextual pooling, sometimes called late chunking). A span that the
+        model's token limit cut off, and every span of a model that does not
+        mean-pool its tokens, is embedded on its own.
+
+        Returns:
+            Unit rows: the texts' vectors, shape ``(len(texts), dim)``, and for
+            text ``i`` its spans' vectors, shape ``(len(spans[i]), dim)``.
+        """
+        if len(spans) != len(texts):
+            raise ValueError(f"spans must give one list per text: {len(spans)} lists for {len(texts)} texts")
+        if not self._span_pooling:
+            return encode_spans_separately(self, texts, spans, batch_size=batch_size, show_progress=show_progress)
+        text_vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        span_vectors = [np.zeros((len(text_spans), self.dim), dtype=np.float32) for text_spans in spans]
+        cut_off: list[tuple[int, int]] = []
+        use_torch = self._onnx is None or (self._batches_in_torch and len(texts) >= BATCH_FROM)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        batches = range(0, len(texts), batch_size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="Embedding", unit="batch")
+        # One autocast region for all batches, so the weights are cast to bfloat16 once.
+        with self._autocast() if use_torch else nullcontext():
+            for start in batches:
+                rows = order[start : start + batch_size].tolist()
+                batch = [texts[i] for i in rows]
+                if use_torch:
+                    hidden, mask, offsets = self._torch_hidden_states(batch)
+                else:
+                    hidden, mask, offsets = self._onnx.hidden_states(batch)  # type: ignore[union-attr]
+                self._pool_batch(hidden, mask, offsets, rows, spans, text_vectors, span_vectors, cut_off)
+        if cut_off:
+            alone = self.encode([texts[r][slice(*spans[r][n])] for r, n in cut_off], batch_size=batch_size)
+            for (row, number), vector in zip(cut_off, alone):
+                span_vectors[row][number] = vector
+        return _unit_rows(text_vectors), [_unit_rows(v) for v in span_vectors]
+
+    @staticmethod
+    def _pool_batch(
+        hidden: np.ndarray,
+        mask: np.ndarray,
+        offsets: np.ndarray,
+        rows: list[int],
+        spans: Sequence[Spans],
+        text_vectors: np.ndarray,
+        span_vectors: list[np.ndarray],
+        cut_off: list[tuple[int, int]],
+    ) -> None:
+        """Mean-pool one batch's tokens into its texts' rows and its spans' rows.
+
+        A span with no token inside the model's window is listed in ``cut_off``.
+        """
+        for position, row in enumerate(rows):
+            real = mask[position].astype(bool)
+            tokens = hidden[position][real]
+            text_vectors[row] = tokens.mean(axis=0)
+            starts, ends = offsets[position][real, 0], offsets[position][real, 1]
+            inside_text = ends > starts
+            for number, (span_start, span_end) in enumerate(spans[row]):
+                inside = inside_text & (starts >= span_start) & (ends <= span_end)
+                if inside.any():
+                    span_vectors[row][number] = tokens[inside].mean(axis=0)
+                else:
+                    cut_off.append((row, number))
+
+    def _torch_hidden_states(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Token vectors, mask and character offsets of one padded batch, from PyTorch."""
+        import torch
+
+        features = self.model.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_tokens,
+            return_offsets_mapping=True, return_tensors="pt",
         )
+        offsets = features.pop("offset_mapping").numpy()
+        features = {name: value.to(self.model.device) for name, value in features.items()}
+        with torch.inference_mode():
+            hidden = self.model[0].auto_model(**features).last_hidden_state
+        return hidden.float().cpu().numpy(), features["attention_mask"].cpu().numpy(), offsets
+
+    def _autocast(self) -> Any:
+        """bfloat16 autocast on the CPU when enabled; otherwise no change."""
+        import torch
+
+        if self.bfloat16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return nullcontext()
 
     def count_tokens(self, text: str) -> int:
         """Return the number of word pieces the model's tokenizer makes of ``text``."""

@@ -505,16 +505,10 @@ class AssociativeMemory:
         if repeated:
             raise InvalidInputError(f"id {repeated[0]!r} appears twice in one batch")
 
-        # Embed every distinct cue text once, outside the lock.
-        texts: list[str] = []
-        position: dict[str, int] = {}
-        for p in prepared:
-            for cue in p.cue_texts:
-                if cue not in position:
-                    position[cue] = len(texts)
-                    texts.append(cue)
-        vectors = self._embed(texts, batch_size=batch_size, show_progress=show_progress)
-        per_item = [vectors[[position[c] for c in p.cue_texts]] for p in prepared]
+        # Embed outside the lock.
+        per_item = self._embed_cues(
+            [(p.entry.text, p.entry.cues, p.cue_texts) for p in prepared], batch_size, show_progress
+        )
         codes = self._make_codes(np.stack([v[0] for v in per_item]))
 
         with self._lock:
@@ -651,6 +645,55 @@ class AssociativeMemory:
         embedder = self.embedder
         raw = embedder.encode(texts, batch_size=batch_size, show_progress=show_progress)
         return validate_embeddings(raw, len(texts), self.dim, embedder.name)
+
+    def _embed_cues(
+        self, memories: list[tuple[str, list[CueInfo], list[str]]], batch_size: int = 64, show_progress: bool = False
+    ) -> list[np.ndarray]:
+        """Return the vectors of every cue of each memory, in cue order.
+
+        Each memory is ``(text, cue infos, cue texts)``, its text cue first.
+        Sentence cues are pooled from the pass over their memory's text where
+        the embedder offers ``encode_with_spans``; every other distinct text is
+        embedded once.
+        """
+        with_spans = getattr(self.embedder, "encode_with_spans", None)
+        # Texts whose sentences are pooled from their own pass, with those sentences' spans.
+        pooled: dict[str, list[tuple[int, int]]] = {}
+        plain: dict[str, int] = {}
+        for text, infos, cue_texts in memories:
+            sentences = [(i.start, i.end) for i in infos if i.kind == "sentence"]
+            if with_spans is not None and sentences:
+                pooled.setdefault(text, sentences)  # type: ignore[arg-type]
+            for info, cue in zip(infos, cue_texts):
+                if text not in pooled or info.kind not in ("text", "sentence"):
+                    plain.setdefault(cue, len(plain))
+
+        plain_vectors = self._embed(list(plain), batch_size, show_progress) if plain else None
+        pooled_row = {text: row for row, text in enumerate(pooled)}
+        if pooled:
+            text_vectors, span_vectors = with_spans(  # type: ignore[misc]
+                list(pooled), list(pooled.values()), batch_size=batch_size, show_progress=show_progress
+            )
+            text_vectors = validate_embeddings(text_vectors, len(pooled), self.dim, self.embedder.name)
+            span_vectors = [
+                validate_embeddings(v, len(spans), self.dim, self.embedder.name)
+                for v, spans in zip(span_vectors, pooled.values())
+            ]
+
+        result = []
+        for text, infos, cue_texts in memories:
+            rows = np.empty((len(infos), self.dim), dtype=np.float32)
+            sentence_number = 0
+            for number, (info, cue) in enumerate(zip(infos, cue_texts)):
+                if text in pooled and info.kind == "text":
+                    rows[number] = text_vectors[pooled_row[text]]
+                elif text in pooled and info.kind == "sentence":
+                    rows[number] = span_vectors[pooled_row[text]][sentence_number]
+                    sentence_number += 1
+                else:
+                    rows[number] = plain_vectors[plain[cue]]  # type: ignore[index]
+            result.append(rows)
+        return result
 
     # ------------------------------------------------------------------ links
 
@@ -1023,7 +1066,7 @@ class AssociativeMemory:
         final_text = new_text if new_text is not None else snapshot[0]
         extra = new_cues if new_cues is not None else list(snapshot[1])  # type: ignore[arg-type]
         infos, cue_texts = self._cues_for(final_text, extra)
-        vectors = self._embed(cue_texts)
+        vectors = self._embed_cues([(final_text, infos, cue_texts)])[0]
         code = self._make_codes(vectors[:1])[0]
         with self._lock:
             self._check_open()

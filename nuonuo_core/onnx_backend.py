@@ -133,6 +133,25 @@ class OnnxEncoder:
         result[order] = embeddings
         return result
 
+    def hidden_states(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Run one padded batch and return its token vectors, mask and character offsets.
+
+        Shape:
+            return: ``(batch, tokens, dim)`` float32, then ``(batch, tokens)``
+            int64 with 1 for a real token, then ``(batch, tokens, 2)`` int64: the
+            start and end character of each token in its text. Special tokens
+            start where they end.
+        """
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_tokens,
+            return_offsets_mapping=True, return_tensors="np",
+        )
+        feed = {name: np.asarray(encoded[name], dtype=np.int64) for name in self.input_names if name in encoded}
+        if "token_type_ids" in self.input_names and "token_type_ids" not in feed:
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        hidden = self.session.run(None, feed)[0]
+        return hidden, feed["attention_mask"], np.asarray(encoded["offset_mapping"], dtype=np.int64)
+
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         encoded = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="np"
