@@ -24,6 +24,8 @@ class LexicalIndex:
         self._postings: dict[str, dict[int, int]] = {}
         self._terms: dict[int, Counter[str]] = {}
         self._lengths: dict[int, int] = {}
+        # The same lengths by slot, for scoring whole postings at once.
+        self._length_of = np.zeros(64, dtype=np.float64)
         self._total_length = 0
 
     def __len__(self) -> int:
@@ -35,6 +37,11 @@ class LexicalIndex:
         counts = Counter(tokens)
         self._terms[slot] = counts
         self._lengths[slot] = len(tokens)
+        if slot >= self._length_of.shape[0]:
+            grown = np.zeros(max(2 * self._length_of.shape[0], slot + 1), dtype=np.float64)
+            grown[: self._length_of.shape[0]] = self._length_of
+            self._length_of = grown
+        self._length_of[slot] = len(tokens)
         self._total_length += len(tokens)
         for term, count in counts.items():
             self._postings.setdefault(term, {})[slot] = count
@@ -71,22 +78,26 @@ class LexicalIndex:
         if n == 0 or not tokens:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
         average_length = self._total_length / n
-        scores: dict[int, float] = {}
+        found_slots: list[np.ndarray] = []
+        found_scores: list[np.ndarray] = []
         for term in set(tokens):
             posting = self._postings.get(term)
             if not posting:
                 continue
-            idf = self.idf(term)
-            for slot, tf in posting.items():
-                length = self._lengths[slot]
-                norm = tf + BM25_K1 * (1 - BM25_B + BM25_B * length / average_length)
-                scores[slot] = scores.get(slot, 0.0) + idf * tf * (BM25_K1 + 1) / norm
-        if not scores:
+            slots = np.fromiter(posting.keys(), dtype=np.int64, count=len(posting))
+            tf = np.fromiter(posting.values(), dtype=np.float64, count=len(posting))
+            norm = tf + BM25_K1 * (1 - BM25_B + BM25_B * self._length_of[slots] / average_length)
+            found_slots.append(slots)
+            found_scores.append(self.idf(term) * tf * (BM25_K1 + 1) / norm)
+        if not found_slots:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        return (
-            np.fromiter(scores.keys(), dtype=np.int64, count=len(scores)),
-            np.fromiter(scores.values(), dtype=np.float64, count=len(scores)),
-        )
+        if len(found_slots) == 1:
+            return found_slots[0], found_scores[0]
+        # Sum each memory's terms: a dense sum over slots, then the slots touched.
+        slots = np.concatenate(found_slots)
+        totals = np.bincount(slots, weights=np.concatenate(found_scores))
+        touched = np.flatnonzero(np.bincount(slots))
+        return touched, totals[touched]
 
     def rare_neighbours(self, slot: int, max_df: int) -> dict[int, float]:
         """Memories that share a rare word with ``slot``, weighted by the words' idf.

@@ -547,41 +547,37 @@ class Partition:
         _, found = index.search(query_array, row_count)
         rows = found[0][found[0] >= 0]
         owners = self.cue_owner[rows]
-        candidate_slots = set(owners[owners >= 0].tolist())
-        lexical_scores = None
+        candidates = [owners[owners >= 0]]
+        lexical = None
         if self.config.lexical_weight > 0 and query_words:
             lex_slots, lex_values = self.lexical.score(query_words)
             if lex_values.size:
-                lexical_scores = dict(zip(lex_slots.tolist(), (lex_values / lex_values.max()).tolist()))
-                best_lexical = lex_slots[np.argsort(-lex_values)[: self.config.hopfield_candidates]]
-                candidate_slots.update(best_lexical.tolist())
-        if not candidate_slots:
+                lexical = np.zeros(len(self.entries), dtype=np.float64)
+                lexical[lex_slots] = lex_values / lex_values.max()
+                best = min(self.config.hopfield_candidates, lex_values.shape[0])
+                candidates.append(lex_slots[np.argpartition(-lex_values, best - 1)[:best]])
+        slots = np.unique(np.concatenate(candidates))
+        if slots.size == 0:
             return None
-        slots = np.array(sorted(candidate_slots), dtype=np.int64)
 
-        # Exact scores of every cue of the candidate memories.
+        # Exact scores of every cue of the candidate memories, text cue first.
         cue_rows = [self.entries[s].cue_rows for s in slots.tolist()]  # type: ignore[union-attr]
-        flat_rows = np.array([r for rows_of in cue_rows for r in rows_of], dtype=np.int64)
+        lengths = np.fromiter((len(r) for r in cue_rows), dtype=np.int64, count=len(cue_rows))
+        flat_rows = np.fromiter((r for rows_of in cue_rows for r in rows_of), dtype=np.int64, count=int(lengths.sum()))
         with torch.no_grad():
             vectors = self.cue_vectors[torch.from_numpy(flat_rows).to(self.device)].float()
             flat_scores = (vectors @ query).to("cpu").numpy().astype(np.float64)
-        text_similarity = np.empty(slots.shape[0], dtype=np.float64)
-        similarity = np.empty(slots.shape[0], dtype=np.float64)
-        best_rows = np.empty(slots.shape[0], dtype=np.int64)
-        start = 0
-        for position, rows_of in enumerate(cue_rows):
-            block = flat_scores[start : start + len(rows_of)]
-            best = int(np.argmax(block))
-            text_similarity[position] = block[0]
-            similarity[position] = block[best]
-            best_rows[position] = rows_of[best]
-            start += len(rows_of)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        text_similarity = flat_scores[starts]
+        similarity = np.maximum.reduceat(flat_scores, starts)
+        # Row of each memory's best cue: its first cue that reaches the maximum.
+        hits = np.flatnonzero(flat_scores == np.repeat(similarity, lengths))
+        _, first = np.unique(np.searchsorted(starts, hits, side="right") - 1, return_index=True)
+        best_rows = flat_rows[hits[first]]
         weight = np.where(self.chunked[slots], 1.0, self.config.sentence_cue_weight)
         scores = text_similarity + weight * np.maximum(0.0, similarity - text_similarity)
-        if lexical_scores is not None:
-            scores = scores + self.config.lexical_weight * np.array(
-                [lexical_scores.get(s, 0.0) for s in slots.tolist()]
-            )
+        if lexical is not None:
+            scores = scores + self.config.lexical_weight * lexical[slots]
         return slots, scores, similarity, best_rows, np.arange(slots.shape[0])
 
     def _approximate_index(self) -> Any:
