@@ -17,7 +17,7 @@ from typing import Any, Iterator, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from nuonuo_core.config import DEFAULT_EMBEDDING_MODEL
-from nuonuo_core.errors import ConfigError, EmbeddingError
+from nuonuo_core.errors import ConfigError, EmbeddingError, InvalidInputError, InvalidTypeError
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +213,48 @@ def _mean_pooled(model: Any) -> bool:
     return bool(mean) and bool(getattr(model.tokenizer, "is_fast", False))
 
 
+def _check_texts(texts: Any) -> list[str]:
+    """Return ``texts`` as a list, or raise when it is not a sequence of str."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise InvalidTypeError(
+            f"texts must be a list of str, got {type(texts).__name__}: {texts!r:.80}; "
+            "wrap a single text in a list"
+        )
+    for number, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidTypeError(f"text {number} must be a str, got {type(text).__name__}: {text!r:.80}")
+    return list(texts)
+
+
+def _check_spans(texts: list[str], spans: Any) -> list[list[tuple[int, int]]]:
+    """Return ``spans`` as lists of int pairs within their texts, or raise naming the bad one."""
+    if isinstance(spans, (str, bytes)) or not isinstance(spans, Sequence):
+        raise InvalidTypeError(f"spans must be a list with one list of (start, end) per text, got {spans!r:.80}")
+    if len(spans) != len(texts):
+        raise InvalidInputError(f"spans must give one list per text: {len(spans)} lists for {len(texts)} texts")
+    checked = []
+    for number, (text, text_spans) in enumerate(zip(texts, spans)):
+        if isinstance(text_spans, (str, bytes)) or not isinstance(text_spans, Sequence):
+            raise InvalidTypeError(f"spans of text {number} must be a list of (start, end), got {text_spans!r:.80}")
+        pairs = []
+        for span in text_spans:
+            valid = (
+                isinstance(span, Sequence) and len(span) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in span)
+            )
+            if not valid:
+                raise InvalidTypeError(f"a span of text {number} must be a pair of ints (start, end), got {span!r:.80}")
+            start, end = span
+            if not 0 <= start < end <= len(text):
+                raise InvalidInputError(
+                    f"span {tuple(span)} of text {number} must satisfy 0 <= start < end <= {len(text)} "
+                    "(the text's length)"
+                )
+            pairs.append((start, end))
+        checked.append(pairs)
+    return checked
+
+
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
 
@@ -251,7 +293,11 @@ class SentenceTransformerEmbedder:
         bfloat16: Run the PyTorch model in bfloat16 on the CPU. ``None``
             (default) does so where the CPU computes bfloat16 in hardware
             (AVX512-BF16 or AMX): about 1.7 times the float32 batch throughput,
-            with vectors at cosine 0.9999 or more to the float32 ones.
+            with vectors at cosine 0.9999 or more to the float32 ones. With
+            ``backend="torch"`` every call runs in bfloat16. With ``"onnx"``
+            or ``"onnx-int8"`` PyTorch never runs, so the argument has no
+            effect. To use it in a memory, pass the embedder:
+            ``AssociativeMemory(embedder=SentenceTransformerEmbedder(bfloat16=False))``.
     """
 
     def __init__(
@@ -264,6 +310,8 @@ class SentenceTransformerEmbedder:
     ) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if bfloat16 is not None and not isinstance(bfloat16, bool):
+            raise ConfigError(f"bfloat16 must be True, False or None, got {bfloat16!r}")
         from sentence_transformers import SentenceTransformer
 
         self.name = model_name_or_path
@@ -294,7 +342,7 @@ class SentenceTransformerEmbedder:
         # Whether the PyTorch model runs in bfloat16; with "auto", batches then
         # run in PyTorch rather than ONNX Runtime, as that is faster.
         torch_runs = self._onnx is None or requested == "auto"
-        requested_bfloat16 = native_bfloat16() if bfloat16 is None else bool(bfloat16)
+        requested_bfloat16 = native_bfloat16() if bfloat16 is None else bfloat16
         self.bfloat16 = torch_runs and self.model.device.type == "cpu" and requested_bfloat16
         self._batches_in_torch = self._onnx is None or self.bfloat16
         self._span_pooling = _mean_pooled(self.model)
@@ -312,7 +360,12 @@ class SentenceTransformerEmbedder:
     def encode(
         self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False
     ) -> np.ndarray:
-        """Embed texts. Returns unit rows of shape ``(len(texts), dim)``, float32."""
+        """Embed texts. Returns unit rows of shape ``(len(texts), dim)``, float32.
+
+        Raises:
+            InvalidTypeError: when ``texts`` is not a list of str (a single str too).
+        """
+        texts = _check_texts(texts)
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._onnx is not None and not (self._batches_in_torch and len(texts) >= BATCH_FROM):
@@ -341,9 +394,15 @@ class SentenceTransformerEmbedder:
         Returns:
             Unit rows: the texts' vectors, shape ``(len(texts), dim)``, and for
             text ``i`` its spans' vectors, shape ``(len(spans[i]), dim)``.
+
+        Raises:
+            InvalidTypeError: when ``texts`` is not a list of str, or a span is
+                not a pair of ints.
+            InvalidInputError: when ``spans`` does not have one list per text,
+                or a span is empty or outside its text.
         """
-        if len(spans) != len(texts):
-            raise ValueError(f"spans must give one list per text: {len(spans)} lists for {len(texts)} texts")
+        texts = _check_texts(texts)
+        spans = _check_spans(texts, spans)
         if not self._span_pooling:
             return encode_spans_separately(self, texts, spans, batch_size=batch_size, show_progress=show_progress)
         text_vectors = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -66,6 +66,38 @@ def test_spans_must_match_texts(float_embedder):
         float_embedder.encode_with_spans(TEXTS, [[]])
 
 
+@pytest.mark.parametrize(
+    ("spans", "error", "message"),
+    [
+        ([[(100, 200)]], ValueError, r"\(100, 200\) of text 0 must satisfy 0 <= start < end <= 24"),
+        ([[(3, 3)]], ValueError, "must satisfy"),
+        ([[(-5, -1)]], ValueError, "must satisfy"),
+        ([[(3,)]], TypeError, r"pair of ints \(start, end\), got \(3,\)"),
+        ([[("a", "b")]], TypeError, "pair of ints"),
+        ([[(0.0, 5.5)]], TypeError, "pair of ints"),
+        ([(0, 5)], TypeError, r"pair of ints \(start, end\), got 0"),
+    ],
+)
+def test_bad_spans_named(float_embedder, spans, error, message):
+    with pytest.raises(error, match=message):
+        float_embedder.encode_with_spans(["Hello world. Second one."], spans)
+
+
+@pytest.mark.parametrize("texts", ["hello", [123], [None], [b"bytes"]])
+def test_bad_texts_named(float_embedder, texts):
+    with pytest.raises(TypeError, match="must be a"):
+        float_embedder.encode(texts)
+    with pytest.raises(TypeError, match="must be a"):
+        float_embedder.encode_with_spans(texts, [[]] * (1 if isinstance(texts, str) else len(texts)))
+
+
+def test_bfloat16_must_be_bool():
+    from nuonuo_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bfloat16 must be True, False or None, got 'no'"):
+        SentenceTransformerEmbedder(backend="torch", bfloat16="no")  # type: ignore[arg-type]
+
+
 def test_bfloat16_close_to_float32(float_embedder):
     fast = SentenceTransformerEmbedder(backend="torch", bfloat16=True)
     assert fast.bfloat16
