@@ -807,15 +807,19 @@ class Partition:
         """
         decay = self.config.hop_decay
         beam = 2 * self.config.hopfield_candidates
-        similarity_of = np.zeros(len(self.entries), dtype=np.float64)
-        similarity_of[scored_slots] = similarity
         gate_beta = self.config.hop_gate
-        scored_gate = np.exp(gate_beta * (scores - scores.max()))
-        # With the approximate first stage only candidates were scored; the others
-        # count as no better than the weakest candidate.
-        floor = float(scored_gate.min()) if scored_slots.shape[0] < len(self) else 0.0
-        gate = np.full(len(self.entries), floor, dtype=np.float64)
-        gate[scored_slots] = scored_gate
+        scored_gate = np.exp(np.float32(gate_beta) * (scores - scores.max()))
+        if scored_slots.shape[0] == len(self.entries):
+            # Every slot was scored, in order (scored slots ascend): no scatter needed.
+            similarity_of, gate = similarity, scored_gate
+        else:
+            similarity_of = np.zeros(len(self.entries), dtype=np.float32)
+            similarity_of[scored_slots] = similarity
+            # With the approximate first stage only candidates were scored; the
+            # others count as no better than the weakest candidate.
+            floor = float(scored_gate.min()) if scored_slots.shape[0] < len(self) else 0.0
+            gate = np.full(len(self.entries), floor, dtype=np.float32)
+            gate[scored_slots] = scored_gate
         total = {slot: c.score for slot, c in candidates.items()}
         best = {slot: (c.score, c.path, 0) for slot, c in candidates.items()}
         term = {slot: c.score for slot, c in candidates.items() if c.score > 0 and slot in seeds}
