@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from nuonuo_core.config import LinkWeights, MemoryConfig
-from nuonuo_core.cues import derive_cues
+from nuonuo_core.cues import derive_cues, group_for_embedding
 from nuonuo_core.embedding import Embedder, Spans, encode_spans_separately
 from nuonuo_core.errors import ConfigError
 
@@ -159,23 +159,14 @@ def embed_ahead(
     if not isinstance(embedder, CachingEmbedder):
         return 0
     before = embedder.misses
-    pools_spans = getattr(embedder.inner, "encode_with_spans", None) is not None
-    plain: dict[str, None] = dict.fromkeys(others)
-    spans_of: dict[str, list[tuple[int, int]]] = {}
     documents = list(dict.fromkeys(documents))
-    for config in set(configs):
-        for text in documents:
-            infos, cue_texts = derive_cues(text, [], config)
-            sentences = [(i.start, i.end) for i in infos if i.kind == "sentence"]
-            if pools_spans and sentences:
-                spans_of.setdefault(text, sentences)  # type: ignore[arg-type]
-            plain.update(dict.fromkeys(c for i, c in zip(infos, cue_texts) if i.kind not in ("text", "sentence")))
-    plain.update(dict.fromkeys(t for t in documents if t not in spans_of))
-    if spans_of:
+    memories = [(text, *derive_cues(text, [], config)) for config in set(configs) for text in documents]
+    pooled, plain = group_for_embedding(memories, getattr(embedder.inner, "encode_with_spans", None) is not None)
+    if pooled:
         embedder.encode_with_spans(
-            list(spans_of), list(spans_of.values()), batch_size=batch_size, show_progress=show_progress
+            list(pooled), list(pooled.values()), batch_size=batch_size, show_progress=show_progress
         )
-    embedder.encode(list(plain), batch_size=batch_size, show_progress=show_progress)
+    embedder.encode(list(dict.fromkeys([*others, *plain])), batch_size=batch_size, show_progress=show_progress)
     return embedder.misses - before
 
 

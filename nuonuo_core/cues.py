@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from nuonuo_core.config import MemoryConfig
 from nuonuo_core.partition import CueInfo
 from nuonuo_core.text import chunk_spans, sentence_spans, word_count
@@ -40,3 +42,28 @@ def derive_cues(text: str, extra: list[str], config: MemoryConfig) -> tuple[list
             infos.append(CueInfo(kind, span.start, span.end))
             texts.append(piece)
     return infos, texts
+
+
+def group_for_embedding(
+    memories: Iterable[tuple[str, list[CueInfo], list[str]]], pools_spans: bool
+) -> tuple[dict[str, list[tuple[int, int]]], list[str]]:
+    """Split the cues of memories into what one pass per text embeds and what is embedded alone.
+
+    Each memory is ``(text, cue infos, cue texts)``. With ``pools_spans`` (an
+    embedder with ``encode_with_spans``), a text with sentence cues is embedded
+    together with its sentences' spans.
+
+    Returns:
+        The texts embedded with their sentence spans, each mapped to its spans,
+        and every other distinct cue text (text cues included), in first-seen order.
+    """
+    pooled: dict[str, list[tuple[int, int]]] = {}
+    plain: dict[str, None] = {}
+    for text, infos, cue_texts in memories:
+        sentences = [(i.start, i.end) for i in infos if i.kind == "sentence"]
+        if pools_spans and sentences:
+            pooled.setdefault(text, sentences)  # type: ignore[arg-type]
+        for info, cue in zip(infos, cue_texts):
+            if text not in pooled or info.kind not in ("text", "sentence"):
+                plain.setdefault(cue)
+    return pooled, list(plain)

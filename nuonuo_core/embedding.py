@@ -185,6 +185,8 @@ def native_bfloat16() -> bool:
     """Return whether this CPU computes bfloat16 products in hardware (AVX512-BF16 or AMX)."""
     import torch
 
+    # NOTE: these checks are private torch functions. Where a torch version lacks
+    # them, this returns False and the model runs in float32.
     for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         check = getattr(torch.cpu, name, None)
         try:
@@ -198,19 +200,18 @@ def native_bfloat16() -> bool:
 def _mean_pooled(model: Any) -> bool:
     """Return whether a sentence-transformers model is a transformer, mean pooling
     and at most a normalisation, with a tokenizer that reports character offsets."""
+    from nuonuo_core.onnx_backend import _pooling_mode
+
     modules = list(model)
     names = [type(m).__name__ for m in modules]
-    if len(names) < 2 or names[0] != "Transformer" or names[1] != "Pooling":
+    if names[:2] != ["Transformer", "Pooling"] or any(name != "Normalize" for name in names[2:]):
         return False
-    if any(name != "Normalize" for name in names[2:]):
+    if not getattr(model.tokenizer, "is_fast", False):
         return False
-    config = modules[1].get_config_dict()
-    mean = config.get("pooling_mode") == "mean" or (
-        config.get("pooling_mode_mean_tokens") and not any(
-            config.get(key) for key in config if key.startswith("pooling_mode_") and key != "pooling_mode_mean_tokens"
-        )
-    )
-    return bool(mean) and bool(getattr(model.tokenizer, "is_fast", False))
+    try:
+        return _pooling_mode(modules) == "mean"
+    except ConfigError:
+        return False
 
 
 def _check_texts(texts: Any) -> list[str]:
@@ -292,11 +293,12 @@ class SentenceTransformerEmbedder:
         cache_dir: Folder of ONNX exports. Default ``~/.cache/nuonuo``.
         bfloat16: Run the PyTorch model in bfloat16 on the CPU. ``None``
             (default) does so where the CPU computes bfloat16 in hardware
-            (AVX512-BF16 or AMX): about 1.7 times the float32 batch throughput,
-            with vectors at cosine 0.9999 or more to the float32 ones. With
+            (AVX512-BF16 or AMX). The speed benchmark measured about 1.6 times
+            the float32 batch throughput on a two-core CPU, with vectors at
+            cosine 0.9999 or more to the float32 ones. With
             ``backend="torch"`` every call runs in bfloat16. With ``"onnx"``
-            or ``"onnx-int8"`` PyTorch never runs, so the argument has no
-            effect. To use it in a memory, pass the embedder:
+            or ``"onnx-int8"`` PyTorch never runs, so ``True`` is ignored
+            with a warning. To use it in a memory, pass the embedder:
             ``AssociativeMemory(embedder=SentenceTransformerEmbedder(bfloat16=False))``.
     """
 
@@ -339,18 +341,23 @@ class SentenceTransformerEmbedder:
         elif backend in ("onnx", "onnx-int8"):
             self._load_onnx(path, cache_dir, quantize=backend == "onnx-int8")
         self.backend = backend
-        # Whether the PyTorch model runs in bfloat16; with "auto", batches then
-        # run in PyTorch rather than ONNX Runtime, as that is faster.
+        # Whether the PyTorch model runs in bfloat16. With "auto", batches then
+        # run in PyTorch rather than ONNX Runtime, because that is faster.
         torch_runs = self._onnx is None or requested == "auto"
+        if bfloat16 and not torch_runs:
+            logger.warning("bfloat16=True is ignored: the %s backend never runs the model in PyTorch", backend)
         requested_bfloat16 = native_bfloat16() if bfloat16 is None else bfloat16
         self.bfloat16 = torch_runs and self.model.device.type == "cpu" and requested_bfloat16
-        self._batches_in_torch = self._onnx is None or self.bfloat16
         self._span_pooling = _mean_pooled(self.model)
         logger.info(
             "Loaded embedding model %s (dim %d) on %s with the %s backend%s",
             model_name_or_path, self.dim, self.model.device, backend,
-            ", bfloat16 batches in PyTorch" if self.bfloat16 and self._batches_in_torch else "",
+            ", bfloat16 batches in PyTorch" if self.bfloat16 else "",
         )
+
+    def _in_torch(self, count: int) -> bool:
+        """Return whether a call with ``count`` texts runs in PyTorch rather than ONNX Runtime."""
+        return self._onnx is None or (self.bfloat16 and count >= BATCH_FROM)
 
     def _load_onnx(self, path: str, cache_dir: str | os.PathLike[str] | None, quantize: bool) -> None:
         from nuonuo_core.onnx_backend import OnnxEncoder
@@ -368,8 +375,8 @@ class SentenceTransformerEmbedder:
         texts = _check_texts(texts)
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if self._onnx is not None and not (self._batches_in_torch and len(texts) >= BATCH_FROM):
-            return self._onnx.encode(texts, batch_size=batch_size, show_progress=show_progress)
+        if not self._in_torch(len(texts)):
+            return self._onnx.encode(texts, batch_size=batch_size, show_progress=show_progress)  # type: ignore[union-attr]
         with self._autocast():
             vectors = self.model.encode(
                 list(texts),
@@ -408,7 +415,7 @@ class SentenceTransformerEmbedder:
         text_vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
         span_vectors = [np.zeros((len(text_spans), self.dim), dtype=np.float32) for text_spans in spans]
         cut_off: list[tuple[int, int]] = []
-        use_torch = self._onnx is None or (self._batches_in_torch and len(texts) >= BATCH_FROM)
+        use_torch = self._in_torch(len(texts))
         order = np.argsort([-len(t) for t in texts], kind="stable")
         batches = range(0, len(texts), batch_size)
         if show_progress:
@@ -460,7 +467,7 @@ class SentenceTransformerEmbedder:
                     cut_off.append((row, number))
 
     def _torch_hidden_states(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Token vectors, mask and character offsets of one padded batch, from PyTorch."""
+        """Run one padded batch in PyTorch and return its token vectors, mask and character offsets."""
         import torch
 
         features = self.model.tokenizer(
@@ -474,7 +481,7 @@ class SentenceTransformerEmbedder:
         return hidden.float().cpu().numpy(), features["attention_mask"].cpu().numpy(), offsets
 
     def _autocast(self) -> Any:
-        """bfloat16 autocast on the CPU when enabled; otherwise no change."""
+        """Return a bfloat16 autocast context on the CPU when enabled, else one that changes nothing."""
         import torch
 
         if self.bfloat16:

@@ -23,8 +23,7 @@ class LexicalIndex:
     def __init__(self) -> None:
         self._postings: dict[str, dict[int, int]] = {}
         self._terms: dict[int, Counter[str]] = {}
-        self._lengths: dict[int, int] = {}
-        # The same lengths by slot, for scoring whole postings at once.
+        # Token count of each slot, an array so that whole postings score at once.
         self._length_of = np.zeros(64, dtype=np.float64)
         self._total_length = 0
 
@@ -36,7 +35,6 @@ class LexicalIndex:
         self.remove(slot)
         counts = Counter(tokens)
         self._terms[slot] = counts
-        self._lengths[slot] = len(tokens)
         if slot >= self._length_of.shape[0]:
             grown = np.zeros(max(2 * self._length_of.shape[0], slot + 1), dtype=np.float64)
             grown[: self._length_of.shape[0]] = self._length_of
@@ -51,7 +49,8 @@ class LexicalIndex:
         counts = self._terms.pop(slot, None)
         if counts is None:
             return
-        self._total_length -= self._lengths.pop(slot)
+        self._total_length -= int(self._length_of[slot])
+        self._length_of[slot] = 0
         for term in counts:
             posting = self._postings[term]
             posting.pop(slot, None)

@@ -27,6 +27,7 @@ from nuonuo_core.config import MemoryConfig
 from nuonuo_core.embedding import Embedder, HashingEmbedder, load_embedder, validate_embeddings
 from nuonuo_core.errors import (
     ConfigError,
+    EmbeddingError,
     InvalidInputError,
     InvalidTypeError,
     MemoryNotFoundError,
@@ -37,7 +38,7 @@ from nuonuo_core.errors import (
 )
 from nuonuo_core.filters import matches_filter, validate_filter
 from nuonuo_core.functional import Projection, make_projection, winner_take_all
-from nuonuo_core.cues import derive_cues
+from nuonuo_core.cues import derive_cues, group_for_embedding
 from nuonuo_core.partition import Candidate, CueInfo, Entry, Partition
 from nuonuo_core.storage import LoadedMemories, Storage, StoredCue, StoredMemory
 from nuonuo_core.text import lexical_terms, normalize_text
@@ -657,24 +658,20 @@ class AssociativeMemory:
         embedded once.
         """
         with_spans = getattr(self.embedder, "encode_with_spans", None)
-        # Texts whose sentences are pooled from their own pass, with those sentences' spans.
-        pooled: dict[str, list[tuple[int, int]]] = {}
-        plain: dict[str, int] = {}
-        for text, infos, cue_texts in memories:
-            sentences = [(i.start, i.end) for i in infos if i.kind == "sentence"]
-            if with_spans is not None and sentences:
-                pooled.setdefault(text, sentences)  # type: ignore[arg-type]
-            for info, cue in zip(infos, cue_texts):
-                if text not in pooled or info.kind not in ("text", "sentence"):
-                    plain.setdefault(cue, len(plain))
-
-        plain_vectors = self._embed(list(plain), batch_size, show_progress) if plain else None
+        pooled, plain_texts = group_for_embedding(memories, with_spans is not None)
+        plain = {cue: row for row, cue in enumerate(plain_texts)}
+        plain_vectors = self._embed(plain_texts, batch_size, show_progress) if plain_texts else None
         pooled_row = {text: row for row, text in enumerate(pooled)}
         if pooled:
             text_vectors, span_vectors = with_spans(  # type: ignore[misc]
                 list(pooled), list(pooled.values()), batch_size=batch_size, show_progress=show_progress
             )
             text_vectors = validate_embeddings(text_vectors, len(pooled), self.dim, self.embedder.name)
+            if len(span_vectors) != len(pooled):
+                raise EmbeddingError(
+                    f"embedder {self.embedder.name!r} returned span vectors for {len(span_vectors)} texts, "
+                    f"expected {len(pooled)}"
+                )
             span_vectors = [
                 validate_embeddings(v, len(spans), self.dim, self.embedder.name)
                 for v, spans in zip(span_vectors, pooled.values())

@@ -142,28 +142,30 @@ class OnnxEncoder:
             start and end character of each token in its text. Special tokens
             start where they end.
         """
+        hidden, mask, offsets = self._run(texts, offsets=True)
+        assert offsets is not None
+        return hidden, mask, offsets
+
+    def _run(self, texts: list[str], offsets: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Tokenize one padded batch and run the model: token vectors, mask, and
+        character offsets when ``offsets`` is set (they need a fast tokenizer)."""
         encoded = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_tokens,
-            return_offsets_mapping=True, return_tensors="np",
+            return_offsets_mapping=offsets, return_tensors="np",
         )
         feed = {name: np.asarray(encoded[name], dtype=np.int64) for name in self.input_names if name in encoded}
         if "token_type_ids" in self.input_names and "token_type_ids" not in feed:
             feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
         hidden = self.session.run(None, feed)[0]
-        return hidden, feed["attention_mask"], np.asarray(encoded["offset_mapping"], dtype=np.int64)
+        spans = np.asarray(encoded["offset_mapping"], dtype=np.int64) if offsets else None
+        return hidden, feed["attention_mask"], spans
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        encoded = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="np"
-        )
-        feed = {name: np.asarray(encoded[name], dtype=np.int64) for name in self.input_names if name in encoded}
-        if "token_type_ids" in self.input_names and "token_type_ids" not in feed:
-            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-        hidden = self.session.run(None, feed)[0]
+        hidden, attention_mask, _ = self._run(texts)
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
-            mask = feed["attention_mask"][:, :, None].astype(np.float32)
+            mask = attention_mask[:, :, None].astype(np.float32)
             pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         pooled = pooled.astype(np.float32)
         if self.normalize:

@@ -509,20 +509,7 @@ class Partition:
         cutoff = nth - 2 * SCAN_ERROR
         near = np.flatnonzero(scores >= cutoff)
         near_slots = slots[near]
-        groups = [self.entries[slot].cue_rows for slot in near_slots.tolist()]  # type: ignore[union-attr]
-        lengths = np.fromiter((len(g) for g in groups), dtype=np.int64, count=len(groups))
-        flat_rows = np.fromiter((r for g in groups for r in g), dtype=np.int64, count=int(lengths.sum()))
-        exact = self.exact_cue_scores(flat_rows, query)
-
-        # Per memory: its text cue comes first; find the best cue and its row.
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        best = np.maximum.reduceat(exact, starts)
-        text_similarity = exact[starts]
-        hits = np.flatnonzero(exact == np.repeat(best, lengths))
-        group_of_hit = np.searchsorted(starts, hits, side="right") - 1
-        _, first = np.unique(group_of_hit, return_index=True)
-        best_rows = flat_rows[hits[first]]
-
+        text_similarity, best, best_rows = self._best_cues(near_slots, query)
         weight = np.where(self.chunked[near_slots], np.float32(1.0), np.float32(self.config.sentence_cue_weight))
         lexical_part = scores[near] - dense[near]
         similarity[near] = best
@@ -530,15 +517,31 @@ class Partition:
         scores[near] = text_similarity + weight * np.maximum(np.float32(0.0), best - text_similarity) + lexical_part
         return near
 
+    def _best_cues(self, slots: np.ndarray, query: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Score every cue of the memories in ``slots`` in float32 and return, per memory,
+        its text cue's similarity, its best cue's similarity and that cue's row.
+
+        On a tie the first cue wins, and the text cue comes first.
+        """
+        groups = [self.entries[slot].cue_rows for slot in slots.tolist()]  # type: ignore[union-attr]
+        lengths = np.fromiter((len(g) for g in groups), dtype=np.int64, count=len(groups))
+        flat_rows = np.fromiter((r for g in groups for r in g), dtype=np.int64, count=int(lengths.sum()))
+        exact = self.exact_cue_scores(flat_rows, query)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        best = np.maximum.reduceat(exact, starts)
+        hits = np.flatnonzero(exact == np.repeat(best, lengths))
+        _, first = np.unique(np.searchsorted(starts, hits, side="right") - 1, return_index=True)
+        return exact[starts], best, flat_rows[hits[first]]
+
     def _approximate_scores(
         self, query: torch.Tensor, query_words: list[str]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """Stage 1 for a large namespace: candidates from a quantized index, scored exactly.
 
         The index returns the cue rows nearest to the query by their quantized
-        codes; their memories, and
-        the best lexical matches, are then scored exactly as :meth:`direct_scores`
-        scores every memory. Returns ``None`` (exact scan) when faiss is missing.
+        codes. Their memories and the best lexical matches are then scored
+        exactly, as :meth:`direct_scores` scores every memory. Returns ``None``
+        (exact scan) when faiss is missing or the index is not ready.
         """
         index = self._approximate_index()
         if index is None:
@@ -561,20 +564,7 @@ class Partition:
         if slots.size == 0:
             return None
 
-        # Exact scores of every cue of the candidate memories, text cue first.
-        cue_rows = [self.entries[s].cue_rows for s in slots.tolist()]  # type: ignore[union-attr]
-        lengths = np.fromiter((len(r) for r in cue_rows), dtype=np.int64, count=len(cue_rows))
-        flat_rows = np.fromiter((r for rows_of in cue_rows for r in rows_of), dtype=np.int64, count=int(lengths.sum()))
-        with torch.no_grad():
-            vectors = self.cue_vectors[torch.from_numpy(flat_rows).to(self.device)].float()
-            flat_scores = (vectors @ query).to("cpu").numpy().astype(np.float64)
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        text_similarity = flat_scores[starts]
-        similarity = np.maximum.reduceat(flat_scores, starts)
-        # Row of each memory's best cue: its first cue that reaches the maximum.
-        hits = np.flatnonzero(flat_scores == np.repeat(similarity, lengths))
-        _, first = np.unique(np.searchsorted(starts, hits, side="right") - 1, return_index=True)
-        best_rows = flat_rows[hits[first]]
+        text_similarity, similarity, best_rows = self._best_cues(slots, query)
         weight = np.where(self.chunked[slots], 1.0, self.config.sentence_cue_weight)
         scores = text_similarity + weight * np.maximum(0.0, similarity - text_similarity)
         if lexical is not None:
@@ -582,11 +572,12 @@ class Partition:
         return slots, scores, similarity, best_rows, np.arange(slots.shape[0])
 
     def _approximate_index(self) -> Any:
-        """The quantized index over cue rows, brought up to date; ``None`` while it is not ready.
+        """Return the quantized index over cue rows, brought up to date; ``None`` while it is not ready.
 
         The first call starts building the index in a background thread from the
         rows present then, and recall scans exactly until it is done; a build that
-        finishes after the rows were moved by compaction is thrown away.
+        finishes after the rows were moved by compaction is thrown away. Below
+        ``_PQ_MIN_ROWS`` cue rows no index is built.
         """
         if self._ann is not None and self._ann_generation == self._generation:
             if self._ann_count < self.cue_count:

@@ -105,9 +105,11 @@ def test_bfloat16_close_to_float32(float_embedder):
     assert similarity.min() > 0.999
 
 
-def test_onnx_backend_without_bfloat16():
+def test_onnx_backend_without_bfloat16(caplog):
     pytest.importorskip("onnxruntime")
-    embedder = SentenceTransformerEmbedder(backend="onnx", bfloat16=True)
+    with caplog.at_level("WARNING", logger="nuonuo_core.embedding"):
+        embedder = SentenceTransformerEmbedder(backend="onnx", bfloat16=True)
+    assert "bfloat16=True is ignored" in caplog.text
     assert embedder.backend == "onnx"
     assert not embedder.bfloat16
 
