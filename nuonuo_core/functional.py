@@ -142,10 +142,15 @@ def winner_take_all(
     row is cut into tiles of 32 units, only the ``k`` tiles with the largest
     maxima can hold a winner (a winner's tile maximum is at least the winner,
     and fewer than ``k`` values exceed it), and the winners are picked among
-    those tiles' units that reach the ``k``-th largest tile maximum. The
-    rotation is applied to all rows at once. The block products and the
-    selection run ``rows_per_step`` rows at a time, so the projected activity
-    stays in the CPU cache.
+    those tiles' units that reach the ``k``-th largest tile maximum. On the CPU,
+    with Numba installed, a compiled loop makes that choice
+    (:mod:`nuonuo_core._winners`); elsewhere tensor operations do. The rotation
+    is applied to all rows at once. The block products and the selection run
+    ``rows_per_step`` rows at a time, so the projected activity stays in the
+    CPU cache.
+
+    Raises:
+        ValueError: if an embedding contains NaN or infinity.
 
     Shape:
         embeddings: ``(n, input_dim)``, float32.
@@ -153,6 +158,10 @@ def winner_take_all(
     """
     rotated = embeddings @ projection.rotation
     weights = projection.weights
+    finite = torch.isfinite(rotated).all(dim=1)
+    if not bool(finite.all()):
+        row = int((~finite).nonzero()[0, 0])
+        raise ValueError(f"invalid embedding at row {row}: it contains NaN or infinity, expected finite values")
     # One buffer for the activity of every step, because a fresh allocation of
     # this size per step ran measurably slower (its pages are faulted in anew).
     buffer = torch.empty(
@@ -175,6 +184,20 @@ _TILE = 32
 16 or 64 (an estimate from timing this function on one machine)."""
 
 
+def _compiled_selection() -> bool:
+    """Return whether the compiled selection of :mod:`nuonuo_core._winners` can run here."""
+    global _COMPILED
+    if _COMPILED is None:
+        from nuonuo_core import _winners
+
+        _COMPILED = _winners.AVAILABLE and _winners.TILE == _TILE
+    return _COMPILED
+
+
+_COMPILED: bool | None = None
+"""Cached result of :func:`_compiled_selection`, None until it is first called."""
+
+
 def _winner_take_all_rows(
     rotated: torch.Tensor, weights: torch.Tensor, k: int, buffer: torch.Tensor
 ) -> torch.Tensor:
@@ -187,6 +210,11 @@ def _winner_take_all_rows(
     torch.bmm(rotated.view(n, blocks, -1).transpose(0, 1), weights, out=activity)
     tile = _TILE if block_size % _TILE == 0 else block_size
     tiles_per_block = block_size // tile
+    compiled = device.type == "cpu" and activity.dtype == torch.float32 and tile == _TILE
+    if compiled and blocks * tiles_per_block > k and _compiled_selection():
+        from nuonuo_core import _winners
+
+        return torch.from_numpy(_winners.select_winners(activity.numpy(), k, torch.get_num_threads()))
     if blocks * tiles_per_block <= k:
         flat = activity.transpose(0, 1).reshape(n, -1)
         return flat.topk(k, dim=1).indices.sort(dim=1).values

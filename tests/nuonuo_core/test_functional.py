@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from nuonuo_core import _winners, functional
 from nuonuo_core.functional import codes_to_dense, hopfield_settle, make_projection, project, winner_take_all
 
 
@@ -34,6 +36,37 @@ def test_winner_take_all_equals_full_topk():
     codes = winner_take_all(x, projection, 50)
     reference = (x @ projection.dense()).topk(50, dim=1).indices.sort(dim=1).values
     assert torch.equal(codes, reference)
+
+
+@pytest.mark.skipif(not _winners.AVAILABLE, reason="Numba is not installed, so there is no compiled selection")
+@pytest.mark.parametrize("code_dim, k, rows_per_step", [(16384, 50, 128), (4096, 8, 7), (8192, 100, 1000)])
+def test_compiled_matches_tensor_selection(monkeypatch, code_dim, k, rows_per_step):
+    projection = make_projection(384, code_dim, blocks=32, seed=0)
+    x = unit_rows(500, seed=5)
+    compiled = winner_take_all(x, projection, k, rows_per_step)
+    monkeypatch.setattr(functional, "_COMPILED", False)
+    assert torch.equal(compiled, winner_take_all(x, projection, k, rows_per_step))
+
+
+@pytest.mark.skipif(not _winners.AVAILABLE, reason="Numba is not installed, so there is no compiled selection")
+def test_compiled_ties_in_unit_order():
+    # Four blocks of 64 units; unit u of a row is activity[u // 64, row, u % 64].
+    activity = torch.zeros(4, 3, 64)
+    activity[1, 0, 5] = 2.0  # row 0: unit 69 wins, nine more tie at 0
+    activity[:, 2] = -1.0
+    activity[3, 2, 60:] = 1.0  # row 2: units 252-255 win, six more tie at -1
+    codes = _winners.select_winners(activity.numpy(), 10, threads=2)
+    assert codes[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 69]
+    assert codes[1].tolist() == list(range(10))
+    assert codes[2].tolist() == [0, 1, 2, 3, 4, 5, 252, 253, 254, 255]
+
+
+def test_winner_take_all_rejects_nan():
+    projection = make_projection(384, 4096, blocks=16, seed=0)
+    x = unit_rows(4)
+    x[2, 7] = float("nan")
+    with pytest.raises(ValueError, match="invalid embedding at row 2"):
+        winner_take_all(x, projection, 20)
 
 
 def test_winner_take_all_dense_projection():
