@@ -31,6 +31,8 @@ VARIANTS: list[tuple[str, list[str]]] = [
     ("no name links (links.entity=0)", ["links.entity=0"]),
     ("rare-word links on (links.word=0.5)", ["links.word=0.5"]),
     ("hops not steered by the query (hop_gate=0)", ["hop_gate=0"]),
+    ("all link kinds share one pool (spread_by_kind=false)", ["spread_by_kind=false"]),
+    ("name links not steered by the query (bridge_names=false)", ["bridge_names=false"]),
     ("settle to the fixed point (settle_weight=0.5)", ["settle_weight=0.5"]),
     ("settle only (settle_weight=1)", ["settle_weight=1"]),
 ]

@@ -25,7 +25,8 @@ was reached.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,14 @@ class SpreadStep:
 
     predecessor: np.ndarray
     """Slot of the memory through which each one was reached. Shape ``(m,)``, int64."""
+
+
+def _strongest(weights: dict[int, float]) -> dict[int, float]:
+    """Return the ``MAX_NEIGHBOURS`` largest of ``weights``."""
+    if len(weights) <= MAX_NEIGHBOURS:
+        return weights
+    strongest = sorted(weights, key=weights.__getitem__, reverse=True)[:MAX_NEIGHBOURS]
+    return {n: weights[n] for n in strongest}
 
 
 class _Postings:
@@ -130,11 +139,19 @@ class Association:
         self._pending_postings: dict[int, list[int]] = {}
         self._pending_slots: set[int] = set()
         self.derived: dict[str, Callable[[int], dict[int, float]]] = {}
-        # neighbours() results, valid until anything that links memories changes.
-        self._neighbour_cache: dict[int, dict[int, float]] = {}
         """Link kinds computed on demand instead of stored: kind -> function from a
         slot to its neighbours and their weights. Their weights in ``kind_weights``
         apply as for stored kinds."""
+        self.volatile: set[str] = set()
+        """Derived kinds whose neighbours depend on the query being recalled (see
+        :meth:`query_context`): while a context is active they are recomputed on
+        every call instead of cached."""
+        self._context_active = False
+        self._context_affects: Callable[[int], bool] | None = None
+        # neighbours() and neighbours_by_kind() results, valid until anything
+        # that links memories changes; without volatile kinds while a context is active.
+        self._neighbour_cache: dict[int, dict[int, float]] = {}
+        self._kind_cache: dict[int, dict[str, dict[int, float]]] = {}
 
     # ------------------------------------------------------------------ codes
 
@@ -151,6 +168,7 @@ class Association:
             codes: ``(n, k)``, unit indices of each code.
         """
         self._neighbour_cache.clear()
+        self._kind_cache.clear()
         if isinstance(codes, torch.Tensor):
             codes = codes.to("cpu").numpy()
         slots = np.asarray(slots, dtype=np.int64)
@@ -185,6 +203,7 @@ class Association:
     def kill(self, slot: int) -> None:
         """Mark ``slot`` dead and remove all its links."""
         self._neighbour_cache.clear()
+        self._kind_cache.clear()
         for neighbour in list(self._links[slot]):
             self._links[neighbour].pop(slot, None)
         self._links[slot] = {}
@@ -253,6 +272,7 @@ class Association:
         updates do. A memory is never linked to itself.
         """
         self._neighbour_cache.clear()
+        self._kind_cache.clear()
         if a == b:
             return
         for source, target in ((a, b), (b, a)):
@@ -267,6 +287,7 @@ class Association:
     def unlink(self, a: int, b: int, kind: str | None = None) -> None:
         """Remove the link of ``kind`` (all kinds when ``None``) between ``a`` and ``b``."""
         self._neighbour_cache.clear()
+        self._kind_cache.clear()
         for source, target in ((a, b), (b, a)):
             stored = self._links[source].get(target)
             if stored is None:
@@ -288,16 +309,87 @@ class Association:
     def forget_cached_links(self) -> None:
         """Drop cached neighbours; call after anything a derived kind reads changes."""
         self._neighbour_cache.clear()
+        self._kind_cache.clear()
+
+    @contextmanager
+    def query_context(self, affected: Callable[[int], bool] | None = None) -> Iterator[None]:
+        """While inside, the derived kinds in :attr:`volatile` are recomputed on
+        every call, because what they return depends on the query being recalled.
+
+        Args:
+            affected: Which slots' volatile links the query can change; the
+                others keep their cached links. ``None``: every slot.
+        """
+        self._context_active = True
+        self._context_affects = affected
+        try:
+            yield
+        finally:
+            self._context_active = False
+            self._context_affects = None
+
+    def _in_context(self, slot: int) -> bool:
+        """Return whether the volatile links of ``slot`` must be derived for the current query."""
+        if not self._context_active or not any(kind in self.derived for kind in self.volatile):
+            return False
+        return self._context_affects is None or self._context_affects(slot)
+
+    def neighbours_by_kind(self, slot: int) -> dict[str, dict[int, float]]:
+        """Return the effective link weights from ``slot``, kept apart by kind.
+
+        Each kind's weights are its stored (or derived) weights times its weight
+        in ``kind_weights``. Kinds with no positive link are left out, and each
+        kind keeps only its ``MAX_NEIGHBOURS`` strongest links. Cached like
+        :meth:`neighbours`, except volatile kinds inside a query context;
+        callers must not modify the result.
+        """
+        in_context = self._in_context(slot)
+        cached = self._kind_cache.get(slot)
+        if cached is not None and not in_context:
+            return cached
+        result: dict[str, dict[int, float]] = {}
+        if cached is not None:
+            result = {kind: links for kind, links in cached.items() if kind not in self.volatile}
+        else:
+            for neighbour, kinds in self._links[slot].items():
+                for kind, weight in kinds:
+                    total = weight * self.kind_weights.get(kind, 0.0)
+                    if total > 0.0:
+                        result.setdefault(kind, {})[neighbour] = total
+            for kind in self.derived:
+                if not (in_context and kind in self.volatile):
+                    self._add_derived(result, kind, slot)
+        if in_context:
+            for kind in self.volatile:
+                if kind in self.derived:
+                    self._add_derived(result, kind, slot)
+        result = {kind: _strongest(links) for kind, links in result.items() if links}
+        if not in_context:
+            self._kind_cache[slot] = result
+        return result
+
+    def _add_derived(self, into: dict[str, dict[int, float]], kind: str, slot: int) -> None:
+        factor = self.kind_weights.get(kind, 0.0)
+        if factor <= 0.0:
+            return
+        found: dict[int, float] = {}
+        for neighbour, weight in self.derived[kind](slot).items():
+            if neighbour != slot and self._alive[neighbour] and weight > 0.0:
+                found[neighbour] = found.get(neighbour, 0.0) + factor * weight
+        if found:
+            into[kind] = found
 
     def neighbours(self, slot: int) -> dict[int, float]:
         """Return the effective link weight from ``slot`` to each linked slot.
 
         Stored and derived kinds are summed, each times its weight in
         ``kind_weights``; only the ``MAX_NEIGHBOURS`` strongest are kept. The
-        result is cached until links, codes or derived inputs change; callers
-        must not modify it.
+        result is cached until links, codes or derived inputs change (volatile
+        kinds are recomputed while a query context is active); callers must not
+        modify it.
         """
-        cached = self._neighbour_cache.get(slot)
+        volatile = self._in_context(slot)
+        cached = None if volatile else self._neighbour_cache.get(slot)
         if cached is not None:
             return cached
         weights: dict[int, float] = {}
@@ -312,10 +404,9 @@ class Association:
             for neighbour, weight in derive(slot).items():
                 if neighbour != slot and self._alive[neighbour]:
                     weights[neighbour] = weights.get(neighbour, 0.0) + factor * weight
-        if len(weights) > MAX_NEIGHBOURS:
-            strongest = sorted(weights, key=weights.__getitem__, reverse=True)[:MAX_NEIGHBOURS]
-            weights = {n: weights[n] for n in strongest}
-        self._neighbour_cache[slot] = weights
+        weights = _strongest(weights)
+        if not volatile:
+            self._neighbour_cache[slot] = weights
         return weights
 
     # ------------------------------------------------------------------ products
@@ -372,6 +463,7 @@ class Association:
         activation: dict[int, float],
         blocked: dict[int, set[int]] | None = None,
         gate: np.ndarray | None = None,
+        by_kind: bool = False,
     ) -> SpreadStep:
         """Run one hop of spreading activation from memories with given activation.
 
@@ -390,6 +482,11 @@ class Association:
                 memories on the path that led to it. A blocked link is left out
                 of the normalisation too, so a memory on a chain passes all of
                 its activity forward.
+            gate: Per-slot factor on the links into each slot (the query's
+                steering); the shares are normalised after it.
+            by_kind: Split each memory's activity among the kinds of its links
+                in proportion to their kind weights first, then within each
+                kind, so that one kind's larger raw weights do not take it all.
 
         Returns:
             The reached memories; ``predecessor`` is the active memory that sent
@@ -402,6 +499,32 @@ class Association:
             if amount <= 0.0 or not self._alive[slot]:
                 continue
             excluded = blocked.get(slot, ())
+            if by_kind:
+                # Each kind takes a share in proportion to its kind weight; its
+                # links split that share by link weight times the gate.
+                pools = []
+                for kind, links in self.neighbours_by_kind(slot).items():
+                    kept = {
+                        n: w * (gate[n] if gate is not None else 1.0)
+                        for n, w in links.items()
+                        if n not in excluded and self._alive[n]
+                    }
+                    pool_total = sum(kept.values())
+                    if pool_total > 0.0:
+                        pools.append((self.kind_weights.get(kind, 0.0), kept, pool_total))
+                kind_total = sum(share for share, _, _ in pools)
+                if kind_total <= 0.0:
+                    continue
+                for share, kept, pool_total in pools:
+                    scale = amount * share / (kind_total * pool_total)
+                    for neighbour, weight in kept.items():
+                        contribution = scale * weight
+                        if contribution <= 0.0:
+                            continue
+                        reached[neighbour] = reached.get(neighbour, 0.0) + contribution
+                        if contribution > best_from.get(neighbour, (0.0, -1))[0]:
+                            best_from[neighbour] = (contribution, slot)
+                continue
             neighbours = {
                 n: w
                 for n, w in self.neighbours(slot).items()

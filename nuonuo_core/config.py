@@ -114,6 +114,25 @@ class MemoryConfig:
     links: LinkWeights = field(default_factory=LinkWeights)
     """Weights of each kind of association."""
 
+    spread_by_kind: bool = True
+    """Share a memory's spread activation among the kinds of its links in
+    proportion to their weights in ``links``, then within each kind by link
+    weight (times the query gate). With ``False`` all links share one pool, so a
+    kind whose raw weights are larger (name links are weighted by idf) takes
+    nearly all of it."""
+
+    bridge_names: bool = True
+    """Steer name links by the query. A name the query itself contains carries no
+    activation, because the memories that mention it are found directly. The best
+    ``bridge_seeds`` direct hits also link through names they mention that the
+    query does not, shared by up to the maximum number of memories that name
+    links allow in any namespace. Those names bridge to the next hop of a
+    multi-hop question."""
+
+    bridge_seeds: int = 3
+    """Number of best direct hits that link through less rare names (see
+    ``bridge_names``)."""
+
     sentence_cues: bool = True
     """Add one cue per sentence to memories of more than one sentence."""
 
@@ -147,6 +166,7 @@ class MemoryConfig:
         _check_positive_int("hopfield_candidates", self.hopfield_candidates)
         _check_positive_int("settle_steps_max", self.settle_steps_max)
         _check_positive_int("hops", self.hops)
+        _check_positive_int("bridge_seeds", self.bridge_seeds)
         _check_positive_int("chunk_words", self.chunk_words)
         _check_positive_int("ann_threshold", self.ann_threshold)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):

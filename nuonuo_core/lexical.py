@@ -158,11 +158,22 @@ class EntityIndex:
             if not about:
                 del self._about[subject]
 
-    def neighbours(self, slot: int, max_df: int) -> dict[int, float]:
+    def subject_of(self, slot: int) -> str | None:
+        """Return the subject of ``slot`` (see :func:`~nuonuo_core.text.memory_subject`), or ``None``."""
+        return self._subject_of.get(slot)
+
+    def names_of(self, slot: int) -> set[str]:
+        """Return the names ``slot`` mentions; callers must not modify the result."""
+        return self._names.get(slot, set())
+
+    def neighbours(
+        self, slot: int, max_df: int, skip: frozenset[str] | set[str] = frozenset()
+    ) -> dict[int, float]:
         """Memories that share a rare name with ``slot``, weighted by the names' idf.
 
         A name is rare when at most ``max_df`` memories mention it. When a name
-        and a longer name containing it link the same pair, both count.
+        and a longer name containing it link the same pair, both count. Names in
+        ``skip`` link nothing, neither as shared names nor as subjects.
         """
         names = self._names.get(slot)
         if not names:
@@ -170,6 +181,8 @@ class EntityIndex:
         n = len(self._names)
         neighbours: dict[int, float] = {}
         for name in names:
+            if name in skip:
+                continue
             posting = self._postings[name]
             df = len(posting)
             if 2 <= df <= max_df:
@@ -187,7 +200,7 @@ class EntityIndex:
                         neighbours[other] = neighbours.get(other, 0.0) + weight
         # ...and the link runs both ways: memories that mention this one's subject.
         subject = self._subject_of.get(slot)
-        if subject is not None and len(self._about[subject]) <= self.subject_limit(n):
+        if subject is not None and subject not in skip and len(self._about[subject]) <= self.subject_limit(n):
             posting = self._postings.get(subject, set())
             if len(posting) <= self.subject_limit(n):
                 weight = self.subject_weight * self._idf(len(posting), n)

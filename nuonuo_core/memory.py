@@ -279,7 +279,9 @@ class AssociativeMemory:
         partition = self._partitions.get(namespace)
         if partition is None and create:
             partition = Partition(namespace, self.config, self.dim, self.device)
-            partition.set_entity_links(self.config.links.entity, _rare_word_limit, self.config.links.word)
+            partition.set_entity_links(
+                self.config.links.entity, _rare_word_limit, self.config.links.word, _RARE_WORD_CAP
+            )
             self._partitions[namespace] = partition
         return partition
 
@@ -1226,7 +1228,11 @@ def _rare_word_limit(memory_count: int) -> int:
     them well, and widening the limit adds more noise than recall. The cap keeps
     a hop cheap in large namespaces.
     """
-    return max(2, min(8, memory_count // 800))
+    return max(2, min(_RARE_WORD_CAP, memory_count // 800))
+
+
+# Maximum number of memories that may share a name for it to link them, in any namespace.
+_RARE_WORD_CAP = 8
 
 
 def _content_of(entry: Entry) -> tuple[str, tuple[str | None, ...]]:

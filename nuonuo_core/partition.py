@@ -23,7 +23,7 @@ from nuonuo_core.config import MemoryConfig
 from nuonuo_core.filters import matches_filter
 from nuonuo_core.functional import hopfield_settle
 from nuonuo_core.lexical import EntityIndex, LexicalIndex
-from nuonuo_core.text import entity_phrases, lexical_terms, memory_subject
+from nuonuo_core.text import STOPWORDS, entity_phrases, fold_word, lexical_terms, memory_subject, words
 from nuonuo_core.types import Namespace
 
 logger = logging.getLogger(__name__)
@@ -235,6 +235,10 @@ class Partition:
         )
         self.lexical = LexicalIndex()
         self.entities = EntityIndex()
+        # Query context of name links during one recall (MemoryConfig.bridge_names):
+        # names the query contains, and the direct hits that bridge through less rare names.
+        self._bridge_skip: frozenset[str] = frozenset()
+        self._bridge_seeds: frozenset[int] = frozenset()
 
     # ------------------------------------------------------------------ size
 
@@ -770,9 +774,45 @@ class Partition:
             # Only the first hopfield_candidates spread, so that asking for more
             # results does not change the scores of the first ones.
             seeds = {int(slot) for slot in cand_slots[: config.hopfield_candidates]}
-            self._spread(candidates, hops, allowed, slots, similarity, scores, seeds)
+            if config.bridge_names:
+                self._bridge_skip = self._names_in_query(cand_slots, query_words)
+                self._bridge_seeds = frozenset(int(s) for s in cand_slots[: config.bridge_seeds])
+                try:
+                    with self.association.query_context(self._bridge_affects):
+                        self._spread(candidates, hops, allowed, slots, similarity, scores, seeds)
+                finally:
+                    self._bridge_skip = frozenset()
+                    self._bridge_seeds = frozenset()
+            else:
+                self._spread(candidates, hops, allowed, slots, similarity, scores, seeds)
         ranked = sorted(candidates.values(), key=lambda c: (-c.score, c.hops, c.slot))
         return ranked[:k]
+
+    def _bridge_affects(self, slot: int) -> bool:
+        """Return whether the query context of name links changes the links of
+        ``slot``: true for a bridge seed and for a memory that mentions or is
+        about a name of the query."""
+        if slot in self._bridge_seeds:
+            return True
+        skip = self._bridge_skip
+        if not skip:
+            return False
+        return self.entities.subject_of(slot) in skip or not skip.isdisjoint(self.entities.names_of(slot))
+
+    def _names_in_query(self, slots: np.ndarray, query_words: list[str]) -> frozenset[str]:
+        """Return the names mentioned by the memories in ``slots`` whose every word
+        is among the query's words. The query finds their memories directly, so
+        those names need not carry activation."""
+        query_set = set(query_words)
+        if not query_set:
+            return frozenset()
+        found = set()
+        for slot in slots.tolist():
+            for name in self.entities.names_of(slot):
+                name_words = [fold_word(w) for w in words(name) if w not in STOPWORDS]
+                if name_words and all(w in query_set for w in name_words):
+                    found.add(name)
+        return frozenset(found)
 
     def _spread(
         self,
@@ -819,7 +859,12 @@ class Partition:
             if not term:
                 break
             blocked = {slot: set(term_path[slot]) for slot in term}
-            step = self.association.spread(term, blocked=blocked, gate=gate if gate_beta > 0 else None)
+            step = self.association.spread(
+                term,
+                blocked=blocked,
+                gate=gate if gate_beta > 0 else None,
+                by_kind=self.config.spread_by_kind,
+            )
             next_term: dict[int, float] = {}
             next_path: dict[int, tuple[int, ...]] = {}
             for slot, activation, source in zip(
@@ -848,13 +893,25 @@ class Partition:
             origin = candidates[path[0]]
             candidates[slot] = Candidate(slot, score, float(similarity_of[slot]), hop, path, origin.cue_row)
 
-    def set_entity_links(self, weight: float, max_df: Callable[[int], int], word_weight: float = 0.0) -> None:
+    def set_entity_links(
+        self, weight: float, max_df: Callable[[int], int], word_weight: float = 0.0, bridge_df: int = 0
+    ) -> None:
         """Link memories that share rare names or rare words, derived on demand
-        from the entity and lexical indexes."""
+        from the entity and lexical indexes.
+
+        ``bridge_df`` is the largest number of memories that may share a name
+        for it to link a bridge seed (see ``MemoryConfig.bridge_names``)."""
         self.association.kind_weights["entity"] = weight
-        self.association.derived["entity"] = lambda slot: self.entities.neighbours(
-            slot, max_df(len(self.entities))
-        )
+
+        def entity_neighbours(slot: int) -> dict[int, float]:
+            limit = max_df(len(self.entities))
+            if slot in self._bridge_seeds:
+                limit = max(limit, bridge_df)
+            return self.entities.neighbours(slot, limit, self._bridge_skip)
+
+        self.association.derived["entity"] = entity_neighbours
+        if self.config.bridge_names:
+            self.association.volatile.add("entity")
         self.association.kind_weights["word"] = word_weight
         self.association.derived["word"] = lambda slot: self.lexical.rare_neighbours(
             slot, max_df(len(self.lexical))

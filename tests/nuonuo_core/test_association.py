@@ -99,3 +99,51 @@ def test_spread_follows_chain_and_blocks_path():
     assert step.slots.tolist() == [2]
     assert step.activation.tolist() == [1.0]
     assert step.predecessor.tolist() == [1]
+
+
+def test_spread_by_kind_gives_each_kind_its_share():
+    association = Association(CODE_DIM, K, {"explicit": 1.0, "session": 1.0})
+    association.set_codes(np.arange(4), random_codes(np.random.default_rng(0), 4))
+    association.link(0, 1, "explicit", 9.0)
+    association.link(0, 2, "explicit", 1.0)
+    association.link(0, 3, "session", 1.0)
+    step = association.spread({0: 1.0})
+    pooled = dict(zip(step.slots.tolist(), step.activation.tolist()))
+    assert pooled == pytest.approx({1: 9 / 11, 2: 1 / 11, 3: 1 / 11})
+    step = association.spread({0: 1.0}, by_kind=True)
+    by_kind = dict(zip(step.slots.tolist(), step.activation.tolist()))
+    assert by_kind == pytest.approx({1: 0.45, 2: 0.05, 3: 0.5})
+    assert association.neighbours_by_kind(0) == {"explicit": {1: 9.0, 2: 1.0}, "session": {3: 1.0}}
+
+
+def test_volatile_kind_rederived_in_query_context():
+    association = Association(CODE_DIM, K, {"entity": 1.0})
+    association.set_codes(np.arange(3), random_codes(np.random.default_rng(0), 3))
+    targets = {"now": 1}
+    association.derived["entity"] = lambda slot: {targets["now"]: 1.0} if slot == 0 else {}
+    association.volatile.add("entity")
+    assert association.neighbours_by_kind(0) == {"entity": {1: 1.0}}
+    targets["now"] = 2
+    # Outside a context the cached links stand; inside, the kind is derived anew.
+    assert association.neighbours_by_kind(0) == {"entity": {1: 1.0}}
+    with association.query_context():
+        assert association.neighbours_by_kind(0) == {"entity": {2: 1.0}}
+        assert association.neighbours(0) == {2: 1.0}
+    assert association.neighbours_by_kind(0) == {"entity": {1: 1.0}}
+    # Slots the query does not affect keep their cached links inside a context.
+    with association.query_context(lambda slot: slot != 0):
+        assert association.neighbours_by_kind(0) == {"entity": {1: 1.0}}
+
+
+def test_entity_neighbours_skip_names():
+    from nuonuo_core.lexical import EntityIndex
+
+    index = EntityIndex()
+    index.add(0, {"alpha corp", "bob stone"})
+    index.add(1, {"alpha corp"})
+    index.add(2, {"paris"}, subject="bob stone")
+    assert set(index.neighbours(0, max_df=2)) == {1, 2}
+    # A skipped name links nothing, as a shared name or as a subject.
+    assert set(index.neighbours(0, max_df=2, skip={"alpha corp"})) == {2}
+    assert set(index.neighbours(0, max_df=2, skip={"bob stone"})) == {1}
+    assert index.neighbours(2, max_df=2, skip={"bob stone"}) == {}
