@@ -63,7 +63,7 @@ from benchmarks.common import (
 )
 from benchmarks.datasets import Document, RetrievalTask, locomo_task, missing_data_reason, musique_task
 from nuonuo_core import AssociativeMemory, MemoryConfig, MemoryItem
-from nuonuo_core.embedding import Embedder, load_embedder
+from nuonuo_core.embedding import BACKENDS, Embedder, load_embedder
 from nuonuo_core.errors import NuoNuoError
 
 
@@ -368,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="device of the embedding model; auto takes CUDA when present (default: auto)",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="texts per embedding batch (default: 64)")
+    parser.add_argument(
+        "--backend", default="auto", choices=list(BACKENDS),
+        help="embedding backend (see SentenceTransformerEmbedder); give each backend its own --cache "
+        "file, because cached vectors are not checked against it (default: auto)",
+    )
     return parser
 
 
@@ -396,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         tasks.append(locomo_task(data_dir))
     if "musique" in args.datasets:
         tasks.append(musique_task(data_dir))
-    embedder = CachingEmbedder(load_embedder(device=None if args.device == "auto" else args.device), args.cache)
+    device = None if args.device == "auto" else args.device
+    embedder = CachingEmbedder(load_embedder(device=device, backend=args.backend), args.cache)
     print(f"Embedding the texts not in the cache with {embedder.name}...", file=sys.stderr)
     embedding_started = time.perf_counter()
     missing = embed_ahead(

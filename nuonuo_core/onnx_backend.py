@@ -103,12 +103,14 @@ class OnnxEncoder:
             if not onnx_path.exists():
                 _export(transformer.auto_model, model.tokenizer, onnx_path)
             if quantize:
-                quantized = onnx_path.with_name("model.int8.onnx")
+                # One scale per output channel: on all-MiniLM-L6-v2 the mean cosine to
+                # the float32 vectors rose from 0.953 (one scale per matrix) to 0.991.
+                quantized = onnx_path.with_name("model.int8-per-channel.onnx")
                 if not quantized.exists():
                     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-                    partial = quantized.with_name("model.int8.partial.onnx")
-                    quantize_dynamic(str(onnx_path), str(partial), weight_type=QuantType.QInt8)
+                    partial = quantized.with_name("model.int8-per-channel.partial.onnx")
+                    quantize_dynamic(str(onnx_path), str(partial), weight_type=QuantType.QInt8, per_channel=True)
                     os.replace(partial, quantized)
                 onnx_path = quantized
         return cls(onnx_path, model.tokenizer, int(model.max_seq_length), pooling, normalize)
