@@ -190,6 +190,9 @@ class MemoryConfig:
             value = getattr(self, name)
             if not _is_real(value) or value < 0:
                 raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+        for flag in dataclasses.fields(self):
+            if flag.type in ("bool", bool) and not isinstance(getattr(self, flag.name), bool):
+                raise ConfigError(f"{flag.name} must be True or False, got {getattr(self, flag.name)!r}")
         if not isinstance(self.links, LinkWeights):
             raise ConfigError(f"links must be a LinkWeights, got {type(self.links).__name__}")
         for link_field in dataclasses.fields(LinkWeights):

@@ -20,7 +20,7 @@ from nuonuo_core import (
     MemoryConfig,
     MemoryItem,
 )
-from nuonuo_core.errors import NamespaceTypeError
+from nuonuo_core.errors import ConfigError, NamespaceTypeError
 
 SMALL = MemoryConfig(code_dim=2048, k=16, device="cpu")
 
@@ -454,3 +454,9 @@ def test_english_query_skips_unreadable_memories(mixed_scripts, mode):
     assert results[0].id == ids["dog"]
     assert ids["cat"] not in {r.id for r in results}
     assert ids["pets"] not in {r.id for r in results}
+
+
+@pytest.mark.parametrize("field", ["spread_by_kind", "bridge_names", "sentence_cues", "deduplicate"])
+def test_config_rejects_non_bool_flag(field):
+    with pytest.raises(ConfigError, match=f"{field} must be True or False, got 'yes'"):
+        MemoryConfig(**{field: "yes"})
