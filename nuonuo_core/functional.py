@@ -150,12 +150,15 @@ def winner_take_all(
     CPU cache.
 
     Raises:
-        ValueError: if an embedding contains NaN or infinity.
+        ValueError: if an embedding contains NaN or infinity, or ``k`` is not
+            from 1 to ``code_dim - 1``.
 
     Shape:
         embeddings: ``(n, input_dim)``, float32.
         return: ``(n, k)``, int64, the indices of the active units in ascending order.
     """
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k < projection.code_dim:
+        raise ValueError(f"invalid k {k!r}: expected an int from 1 to {projection.code_dim - 1}")
     rotated = embeddings @ projection.rotation
     weights = projection.weights
     finite = torch.isfinite(rotated).all(dim=1)

@@ -69,6 +69,13 @@ def test_winner_take_all_rejects_nan():
         winner_take_all(x, projection, 20)
 
 
+@pytest.mark.parametrize("k", [0, -1, 4096, 2.5])
+def test_winner_take_all_rejects_bad_k(k):
+    projection = make_projection(384, 4096, blocks=16, seed=0)
+    with pytest.raises(ValueError, match=f"invalid k {k!r}: expected an int from 1 to 4095"):
+        winner_take_all(unit_rows(2), projection, k)
+
+
 def test_winner_take_all_dense_projection():
     projection = make_projection(384, 2048, blocks=1, seed=0)
     x = unit_rows(20, seed=2)
