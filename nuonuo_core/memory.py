@@ -846,8 +846,14 @@ class AssociativeMemory:
             raise InvalidInputError(f"vector must have shape ({self.dim},), got {tuple(vector.shape)}")
         norm = float(vector.norm())
         # The norm is finite exactly when every element is.
-        if not math.isfinite(norm) or norm == 0.0:
-            raise InvalidInputError("vector must be finite and non-zero")
+        if not math.isfinite(norm):
+            bad = (~torch.isfinite(vector)).nonzero()
+            if bad.numel() == 0:
+                raise InvalidInputError(f"vector is too large to normalise: its norm overflows float32 ({norm})")
+            position = int(bad[0, 0])
+            raise InvalidInputError(f"vector must be finite, got {float(vector[position])} at index {position}")
+        if norm == 0.0:
+            raise InvalidInputError("vector must be non-zero, got all zeros")
         return self._recall_vector(vector / norm, k, hops, targets, checked_filter, list(query_words))
 
     def _recall_vector(

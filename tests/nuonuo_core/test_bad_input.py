@@ -460,3 +460,24 @@ def test_english_query_skips_unreadable_memories(mixed_scripts, mode):
 def test_config_rejects_non_bool_flag(field):
     with pytest.raises(ConfigError, match=f"{field} must be True or False, got 'yes'"):
         MemoryConfig(**{field: "yes"})
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (float("nan"), "vector must be finite, got nan at index 3"),
+        (float("inf"), "vector must be finite, got inf at index 3"),
+        (1e30, "vector is too large to normalise"),
+        (0.0, "vector must be non-zero, got all zeros"),
+    ],
+)
+def test_recall_by_vector_names_bad_vector(value, message):
+    memory = new_memory()
+    memory.add("the kettle is on the stove", id="kettle")
+    vector = np.zeros(memory.dim, dtype=np.float32)
+    vector[3] = value
+    if value == 1e30:
+        vector[:] = value
+    with pytest.raises(InvalidInputError, match=message):
+        memory.recall_by_vector(vector)
+    assert memory.get("kettle").text == "the kettle is on the stove"
