@@ -144,12 +144,12 @@ class Association:
         apply as for stored kinds."""
         self.volatile: set[str] = set()
         """Derived kinds whose neighbours depend on the query being recalled (see
-        :meth:`query_context`): while a context is active they are recomputed on
+        :meth:`query_context`). While a context is active, they are recomputed on
         every call instead of cached."""
         self._context_active = False
         self._context_affects: Callable[[int], bool] | None = None
-        # neighbours() and neighbours_by_kind() results, valid until anything
-        # that links memories changes; without volatile kinds while a context is active.
+        # Results of neighbours() and neighbours_by_kind(), valid until anything that
+        # links memories changes. Inside a query context, volatile kinds bypass them.
         self._neighbour_cache: dict[int, dict[int, float]] = {}
         self._kind_cache: dict[int, dict[str, dict[int, float]]] = {}
 
@@ -167,8 +167,7 @@ class Association:
             slots: ``(n,)``, int, without repeats.
             codes: ``(n, k)``, unit indices of each code.
         """
-        self._neighbour_cache.clear()
-        self._kind_cache.clear()
+        self.forget_cached_links()
         if isinstance(codes, torch.Tensor):
             codes = codes.to("cpu").numpy()
         slots = np.asarray(slots, dtype=np.int64)
@@ -202,8 +201,7 @@ class Association:
 
     def kill(self, slot: int) -> None:
         """Mark ``slot`` dead and remove all its links."""
-        self._neighbour_cache.clear()
-        self._kind_cache.clear()
+        self.forget_cached_links()
         for neighbour in list(self._links[slot]):
             self._links[neighbour].pop(slot, None)
         self._links[slot] = {}
@@ -271,8 +269,7 @@ class Association:
         Weights of the same kind between the same pair add up, as repeated Hebbian
         updates do. A memory is never linked to itself.
         """
-        self._neighbour_cache.clear()
-        self._kind_cache.clear()
+        self.forget_cached_links()
         if a == b:
             return
         for source, target in ((a, b), (b, a)):
@@ -286,8 +283,7 @@ class Association:
 
     def unlink(self, a: int, b: int, kind: str | None = None) -> None:
         """Remove the link of ``kind`` (all kinds when ``None``) between ``a`` and ``b``."""
-        self._neighbour_cache.clear()
-        self._kind_cache.clear()
+        self.forget_cached_links()
         for source, target in ((a, b), (b, a)):
             stored = self._links[source].get(target)
             if stored is None:
@@ -313,8 +309,8 @@ class Association:
 
     @contextmanager
     def query_context(self, affected: Callable[[int], bool] | None = None) -> Iterator[None]:
-        """While inside, the derived kinds in :attr:`volatile` are recomputed on
-        every call, because what they return depends on the query being recalled.
+        """Recompute the derived kinds in :attr:`volatile` on every call while inside,
+        because what they return depends on the query being recalled.
 
         Args:
             affected: Which slots' volatile links the query can change; the
@@ -500,24 +496,24 @@ class Association:
                 continue
             excluded = blocked.get(slot, ())
             if by_kind:
-                # Each kind takes a share in proportion to its kind weight; its
+                # Each kind takes a share in proportion to its kind weight. Its
                 # links split that share by link weight times the gate.
                 pools = []
                 for kind, links in self.neighbours_by_kind(slot).items():
-                    kept = {
+                    gated = {
                         n: w * (gate[n] if gate is not None else 1.0)
                         for n, w in links.items()
                         if n not in excluded and self._alive[n]
                     }
-                    pool_total = sum(kept.values())
+                    pool_total = sum(gated.values())
                     if pool_total > 0.0:
-                        pools.append((self.kind_weights.get(kind, 0.0), kept, pool_total))
+                        pools.append((self.kind_weights.get(kind, 0.0), gated, pool_total))
                 kind_total = sum(share for share, _, _ in pools)
                 if kind_total <= 0.0:
                     continue
-                for share, kept, pool_total in pools:
+                for share, gated, pool_total in pools:
                     scale = amount * share / (kind_total * pool_total)
-                    for neighbour, weight in kept.items():
+                    for neighbour, weight in gated.items():
                         contribution = scale * weight
                         if contribution <= 0.0:
                             continue

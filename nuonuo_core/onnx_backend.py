@@ -103,8 +103,8 @@ class OnnxEncoder:
             if not onnx_path.exists():
                 _export(transformer.auto_model, model.tokenizer, onnx_path)
             if quantize:
-                # One scale per output channel: on all-MiniLM-L6-v2 the mean cosine to
-                # the float32 vectors rose from 0.953 (one scale per matrix) to 0.991.
+                # One scale per output channel. On 800 LoCoMo turns the mean cosine to the
+                # float32 vectors rose from 0.953 (one scale per matrix) to 0.991, measured once.
                 quantized = onnx_path.with_name("model.int8-per-channel.onnx")
                 if not quantized.exists():
                     from onnxruntime.quantization import QuantType, quantize_dynamic
