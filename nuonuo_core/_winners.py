@@ -167,9 +167,10 @@ def select_winners(activity: np.ndarray, k: int, threads: int) -> np.ndarray:
         return out
     # Numba's fallback threading layer, workqueue, is not thread-safe (its
     # threading-layer documentation), so one batch runs at a time.
-    with _LOCK:
+    with PARALLEL_LOCK:
         _select_winners(activity, k, out, parts)
     return out
 
 
-_LOCK = threading.Lock()
+PARALLEL_LOCK = threading.Lock()
+"""Held while a parallel compiled function runs; every module that runs one takes it."""

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nuonuo_core import _scan
 from nuonuo_core.association import Association
 from nuonuo_core.config import MemoryConfig
 from nuonuo_core.filters import matches_filter
@@ -34,6 +35,18 @@ _CUE_DTYPE = torch.float16
 # vectors are rounded to 11 significant bits (at most 2 * 2**-11 * |q| |x|), and
 # the product is rounded once more; with room to spare.
 SCAN_ERROR = 2e-3
+
+# Whether recall on the CPU scans the 8-bit copy of the cue rows
+# (nuonuo_core._scan) instead of the half-precision rows: None until first
+# asked, then whether Numba is there. Tests set it to compare both scans.
+_QUANTIZED_SCAN: bool | None = None
+
+
+def _quantized_scan() -> bool:
+    global _QUANTIZED_SCAN
+    if _QUANTIZED_SCAN is None:
+        _QUANTIZED_SCAN = _scan.AVAILABLE
+    return _QUANTIZED_SCAN
 
 # The approximate first stage: product quantization with 4-bit codes, one
 # sub-quantizer per two dimensions, searched with FAISS's fast-scan kernels,
@@ -162,6 +175,10 @@ class CueLayout:
     """Length of each group."""
     group_positions: np.ndarray
     """Position in ``slots`` of each group's memory."""
+    slot_group_starts: np.ndarray
+    """Start in ``extra_rows`` of each slot's group, indexed by slot."""
+    slot_group_lengths: np.ndarray
+    """Length of each slot's group, indexed by slot; 0 for a memory with only a text cue."""
 
 
 @dataclass
@@ -217,6 +234,10 @@ class Partition:
         # the top are rescored in float32 (see direct_hits).
         self.cue_vectors = torch.zeros(_INITIAL_CUE_CAPACITY, dim, dtype=_CUE_DTYPE, device=device)
         self.cue_owner = np.full(_INITIAL_CUE_CAPACITY, -1, dtype=np.int64)
+        # On the CPU the scan reads an 8-bit copy of the rows, half the bytes again.
+        self.quantized = (
+            _scan.QuantizedRows(dim, _INITIAL_CUE_CAPACITY) if device.type == "cpu" and _quantized_scan() else None
+        )
         # Row of each slot's text cue (-1 for a free slot), and whether the
         # memory is split into chunks because the model reads only its beginning.
         self.text_row = np.full(0, -1, dtype=np.int64)
@@ -254,6 +275,7 @@ class Partition:
         return (
             self.cue_vectors.element_size() * self.cue_vectors.nelement()
             + self.cue_owner.nbytes
+            + (self.quantized.nbytes if self.quantized is not None else 0)
             + self.association.nbytes()
         )
 
@@ -389,9 +411,14 @@ class Partition:
             owner = np.full(capacity, -1, dtype=np.int64)
             owner[: self.cue_count] = self.cue_owner[: self.cue_count]
             self.cue_owner = owner
+            if self.quantized is not None:
+                self.quantized.grow(capacity, self.cue_count)
         start = self.cue_count
         self.cue_vectors[start:needed] = torch.from_numpy(vectors).to(self.device, _CUE_DTYPE)
         self.cue_owner[start:needed] = owners
+        if self.quantized is not None:
+            # Quantized from the stored half-precision rows, which rescoring reads.
+            self.quantized.write(start, self.cue_vectors[start:needed].float().numpy())
         self.cue_count = needed
         return list(range(start, needed))
 
@@ -400,6 +427,8 @@ class Partition:
         for row in rows:
             self.cue_owner[row] = -1
             self.cue_vectors[row] = 0.0
+        if self.quantized is not None:
+            self.quantized.clear(rows)
         self.dead_cues += len(rows)
 
     def _compact_cues(self) -> None:
@@ -413,6 +442,8 @@ class Partition:
         self.cue_vectors[keep.shape[0] : self.cue_count] = 0.0
         self.cue_owner[: keep.shape[0]] = self.cue_owner[keep]
         self.cue_owner[keep.shape[0] : self.cue_count] = -1
+        if self.quantized is not None:
+            self.quantized.compact(keep, self.cue_count)
         self.cue_count = int(keep.shape[0])
         self.dead_cues = 0
         for slot, entry in enumerate(self.entries):
@@ -448,7 +479,7 @@ class Partition:
         if layout.slots.size == 0:
             empty = np.zeros(0, dtype=np.int64)
             return empty, np.zeros(0, np.float32), np.zeros(0, np.float32), empty, empty
-        all_scores = self.cue_scores(query)
+        all_scores, scan_error = self.cue_scores(query)
         text_similarity = all_scores[layout.text_rows]
         similarity = text_similarity
         if layout.extra_rows.size:
@@ -486,7 +517,7 @@ class Partition:
             scores = dense.copy()
         if similarity is text_similarity:
             similarity = similarity.copy()
-        exact = self._rescore_near_top(query, slots, scores, dense, similarity, rows)
+        exact = self._rescore_near_top(query, slots, scores, dense, similarity, rows, scan_error)
         return slots, scores, similarity, rows, exact
 
     def _rescore_near_top(
@@ -497,10 +528,11 @@ class Partition:
         dense: np.ndarray,
         similarity: np.ndarray,
         rows: np.ndarray,
+        scan_error: float,
     ) -> np.ndarray:
         """Recompute in float32, in place, every memory that may rank among the candidates.
 
-        Half-precision scores are within ``SCAN_ERROR`` of float32 ones, and a
+        Scanned cue scores are within ``scan_error`` of float32 ones, and a
         memory's score moves by at most that much, so every memory within twice
         that of the last candidate is rescored; the candidates are then exactly
         those of a float32 scan. Returns the rescored positions.
@@ -510,7 +542,7 @@ class Partition:
             return np.empty(0, dtype=np.int64)
         # The n-th largest score; torch.topk is several times faster than np.partition here.
         nth = torch.topk(torch.from_numpy(scores), n, sorted=False).values.min().item()
-        cutoff = nth - 2 * SCAN_ERROR
+        cutoff = nth - 2 * scan_error
         near = np.flatnonzero(scores >= cutoff)
         near_slots = slots[near]
         text_similarity, best, best_rows = self._best_cues(near_slots, query)
@@ -527,15 +559,29 @@ class Partition:
 
         On a tie the first cue wins, and the text cue comes first.
         """
-        groups = [self.entries[slot].cue_rows for slot in slots.tolist()]  # type: ignore[union-attr]
-        lengths = np.fromiter((len(g) for g in groups), dtype=np.int64, count=len(groups))
-        flat_rows = np.fromiter((r for g in groups for r in g), dtype=np.int64, count=int(lengths.sum()))
-        exact = self.exact_cue_scores(flat_rows, query)
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        best = np.maximum.reduceat(exact, starts)
-        hits = np.flatnonzero(exact == np.repeat(best, lengths))
-        _, first = np.unique(np.searchsorted(starts, hits, side="right") - 1, return_index=True)
-        return exact[starts], best, flat_rows[hits[first]]
+        layout = self._cue_layout()
+        text_rows = self.text_row[slots]
+        lengths = layout.slot_group_lengths[slots]
+        total = int(lengths.sum())
+        if total == 0:
+            text_similarity = self.exact_cue_scores(text_rows, query)
+            return text_similarity, text_similarity.copy(), text_rows.copy()
+        # The other cues of every memory, one group after another.
+        ends = np.cumsum(lengths)
+        within = np.arange(total) - np.repeat(ends - lengths, lengths)
+        extra_rows = layout.extra_rows[np.repeat(layout.slot_group_starts[slots], lengths) + within]
+        exact = self.exact_cue_scores(np.concatenate((text_rows, extra_rows)), query)
+        text_similarity, extra = exact[: slots.shape[0]], exact[slots.shape[0] :]
+        grouped = np.flatnonzero(lengths)
+        group_best = np.maximum.reduceat(extra, (ends - lengths)[grouped])
+        # The first cue of each group that reaches the group's best.
+        hits = np.flatnonzero(extra == np.repeat(group_best, lengths[grouped]))
+        _, first = np.unique(np.repeat(grouped, lengths[grouped])[hits], return_index=True)
+        best, best_rows = text_similarity.copy(), text_rows.copy()
+        better = group_best > text_similarity[grouped]
+        best[grouped[better]] = group_best[better]
+        best_rows[grouped[better]] = extra_rows[hits[first]][better]
+        return text_similarity, best, best_rows
 
     def _approximate_scores(
         self, query: torch.Tensor, query_words: list[str]
@@ -634,22 +680,26 @@ class Partition:
         while self._ann_building:
             time.sleep(0.01)
 
-    def cue_scores(self, query: torch.Tensor) -> np.ndarray:
-        """Cosine similarity of every cue row to the query, in half precision.
+    def cue_scores(self, query: torch.Tensor) -> tuple[np.ndarray, float]:
+        """Approximate cosine similarity of every cue row to the query, and its error bound.
 
-        Each score is within :data:`SCAN_ERROR` of the float32 one.
+        On the CPU the 8-bit copy of the rows is scanned (see
+        :mod:`nuonuo_core._scan`), elsewhere the half-precision rows. Each score
+        is within the returned bound of the float32 score of the stored row.
 
         Returns:
-            Shape ``(cue_count,)``, float32.
+            ``(scores, bound)``; ``scores`` has shape ``(cue_count,)``, float32.
         """
+        if self.quantized is not None:
+            return self.quantized.scan(query.numpy(), self.cue_count, torch.get_num_threads())
         with torch.no_grad():
             scores = torch.mv(self.cue_vectors[: self.cue_count], query.to(_CUE_DTYPE))
-            return scores.to("cpu").float().numpy()
+            return scores.to("cpu").float().numpy(), SCAN_ERROR
 
     def exact_cue_scores(self, rows: np.ndarray, query: torch.Tensor) -> np.ndarray:
         """Cosine similarity of the given cue rows to the query in float32. Shape ``(len(rows),)``."""
         with torch.no_grad():
-            vectors = self.cue_vectors[torch.from_numpy(rows).to(self.device)].float()
+            vectors = self.cue_vectors.index_select(0, torch.from_numpy(rows).to(self.device)).float()
             return (vectors @ query.float()).to("cpu").numpy()
 
     def _cue_layout(self) -> CueLayout:
@@ -672,7 +722,13 @@ class Partition:
             positions = np.searchsorted(slots, extra_owners[starts])
         else:
             starts = lengths = positions = np.zeros(0, dtype=np.int64)
-        self._layout = CueLayout(slots, text_rows, self.chunked[slots], extra_rows, starts, lengths, positions)
+        slot_starts = np.zeros(count, dtype=np.int64)
+        slot_lengths = np.zeros(count, dtype=np.int64)
+        slot_starts[extra_owners[starts]] = starts
+        slot_lengths[extra_owners[starts]] = lengths
+        self._layout = CueLayout(
+            slots, text_rows, self.chunked[slots], extra_rows, starts, lengths, positions, slot_starts, slot_lengths
+        )
         return self._layout
 
     def allowed_mask(self, filter: dict[str, Any] | None) -> np.ndarray | None:
