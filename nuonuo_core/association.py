@@ -25,7 +25,7 @@ was reached.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -324,9 +324,13 @@ class Association:
             self._context_active = False
             self._context_affects = None
 
+    def _context_applies(self) -> bool:
+        """Return whether a query context is active and some volatile kind is derived."""
+        return self._context_active and any(kind in self.derived for kind in self.volatile)
+
     def _in_context(self, slot: int) -> bool:
         """Return whether the volatile links of ``slot`` must be derived for the current query."""
-        if not self._context_active or not any(kind in self.derived for kind in self.volatile):
+        if not self._context_applies():
             return False
         return self._context_affects is None or self._context_affects(slot)
 
@@ -339,7 +343,11 @@ class Association:
         :meth:`neighbours`, except volatile kinds inside a query context;
         callers must not modify the result.
         """
-        in_context = self._in_context(slot)
+        return self._links_by_kind(slot, self._context_applies())
+
+    def _links_by_kind(self, slot: int, context: bool) -> dict[str, dict[int, float]]:
+        """Return :meth:`neighbours_by_kind` of ``slot``, given :meth:`_context_applies`."""
+        in_context = context and (self._context_affects is None or self._context_affects(slot))
         cached = self._kind_cache.get(slot)
         if cached is not None and not in_context:
             return cached
@@ -457,7 +465,7 @@ class Association:
     def spread(
         self,
         activation: dict[int, float],
-        blocked: dict[int, set[int]] | None = None,
+        blocked: dict[int, Container[int]] | None = None,
         gate: np.ndarray | None = None,
         by_kind: bool = False,
     ) -> SpreadStep:
@@ -491,24 +499,31 @@ class Association:
         blocked = blocked or {}
         reached: dict[int, float] = {}
         best_from: dict[int, tuple[float, int]] = {}
+        context = self._context_applies()
+        # The gate is read as Python floats, because arithmetic on NumPy scalars is slower.
+        gate_of = gate.item if gate is not None else None
         for slot, amount in activation.items():
             if amount <= 0.0 or not self._alive[slot]:
                 continue
             excluded = blocked.get(slot, ())
             if by_kind:
                 # Each kind takes a share in proportion to its kind weight. Its
-                # links split that share by link weight times the gate.
+                # links split that share by link weight times the gate. The
+                # links of neighbours_by_kind lead to live memories only.
                 pools = []
-                for kind, links in self.neighbours_by_kind(slot).items():
-                    gated = {
-                        n: w * (gate[n] if gate is not None else 1.0)
-                        for n, w in links.items()
-                        if n not in excluded and self._alive[n]
-                    }
+                kind_total = 0.0
+                for kind, links in self._links_by_kind(slot, context).items():
+                    if gate_of is not None:
+                        gated = {n: w * gate_of(n) for n, w in links.items() if n not in excluded}
+                    elif excluded:
+                        gated = {n: w for n, w in links.items() if n not in excluded}
+                    else:
+                        gated = links
                     pool_total = sum(gated.values())
                     if pool_total > 0.0:
-                        pools.append((self.kind_weights.get(kind, 0.0), gated, pool_total))
-                kind_total = sum(share for share, _, _ in pools)
+                        share = self.kind_weights.get(kind, 0.0)
+                        pools.append((share, gated, pool_total))
+                        kind_total += share
                 if kind_total <= 0.0:
                     continue
                 for share, gated, pool_total in pools:

@@ -7,6 +7,7 @@ cannot return or pass through another namespace's memories.
 from __future__ import annotations
 
 import atexit
+import heapq
 import logging
 import threading
 import time
@@ -198,7 +199,7 @@ class DirectHits:
         return self.scores[self.top]
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """A memory scored by recall inside one partition."""
 
@@ -841,7 +842,13 @@ class Partition:
                     self._bridge_seeds = frozenset()
             else:
                 self._spread(candidates, hops, allowed, slots, similarity, scores, seeds)
-        ranked = sorted(candidates.values(), key=lambda c: (-c.score, c.hops, c.slot))
+        ranked = list(candidates.values())
+        if len(ranked) > k:
+            # Only candidates that reach the k-th best score can rank; sorting
+            # hundreds of them after many hops costs more than finding it.
+            kth = heapq.nlargest(k, [c.score for c in ranked])[-1]
+            ranked = [c for c in ranked if c.score >= kth]
+        ranked.sort(key=lambda c: (-c.score, c.hops, c.slot))
         return ranked[:k]
 
     def _bridge_affects(self, slot: int) -> bool:
@@ -914,7 +921,8 @@ class Partition:
         for hop in range(1, hops):
             if not term:
                 break
-            blocked = {slot: set(term_path[slot]) for slot in term}
+            # A memory may not pass activation back along its own path.
+            blocked = {slot: term_path[slot] for slot in term}
             step = self.association.spread(
                 term,
                 blocked=blocked,
@@ -944,10 +952,11 @@ class Partition:
                 next_term = {slot: next_term[slot] for slot in kept}
             term, term_path = next_term, next_path
 
-        for slot, score in total.items():
+        reached = np.fromiter(total, dtype=np.int64, count=len(total))
+        for slot, found_similarity in zip(reached.tolist(), similarity_of[reached].tolist()):
             _, path, hop = best[slot]
             origin = candidates[path[0]]
-            candidates[slot] = Candidate(slot, score, float(similarity_of[slot]), hop, path, origin.cue_row)
+            candidates[slot] = Candidate(slot, total[slot], found_similarity, hop, path, origin.cue_row)
 
     def set_entity_links(
         self, weight: float, max_df: Callable[[int], int], word_weight: float = 0.0, bridge_df: int = 0
