@@ -49,6 +49,7 @@ def _quantized_scan() -> bool:
         _QUANTIZED_SCAN = _scan.AVAILABLE
     return _QUANTIZED_SCAN
 
+
 # The approximate first stage: product quantization with 4-bit codes, one
 # sub-quantizer per two dimensions, searched with FAISS's fast-scan kernels,
 # then the returned rows rescored exactly. It was chosen over HNSW by
@@ -541,8 +542,9 @@ class Partition:
         n = min(self.config.hopfield_candidates, scores.shape[0])
         if n == 0:
             return np.empty(0, dtype=np.int64)
-        # The n-th largest score; torch.topk is several times faster than np.partition here.
-        nth = torch.topk(torch.from_numpy(scores), n, sorted=False).values.min().item()
+        # The n-th largest score. On 20K scores np.partition took a third of the
+        # time of torch.topk on two threads (one timing on an AVX2 CPU).
+        nth = float(np.partition(scores, scores.shape[0] - n)[scores.shape[0] - n])
         cutoff = nth - 2 * scan_error
         near = np.flatnonzero(scores >= cutoff)
         near_slots = slots[near]
@@ -689,7 +691,8 @@ class Partition:
         is within the returned bound of the float32 score of the stored row.
 
         Returns:
-            ``(scores, bound)``; ``scores`` has shape ``(cue_count,)``, float32.
+            ``(scores, bound)``; ``scores`` has shape ``(cue_count,)``, float32,
+            and is valid until the next call.
         """
         if self.quantized is not None:
             return self.quantized.scan(query.numpy(), self.cue_count, torch.get_num_threads())
