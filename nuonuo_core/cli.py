@@ -135,7 +135,10 @@ def run_recall(args: argparse.Namespace) -> int:
         results = memory.recall(args.query, k=args.k, hops=args.hops, namespace=tuple(args.namespace or ()))
     if args.json:
         print(json.dumps([
-            {"id": r.id, "text": r.text, "score": r.score, "hops": r.hops, "path": list(r.path), "metadata": r.metadata}
+            {
+                "id": r.id, "text": r.text, "score": r.score, "similarity": r.similarity,
+                "hops": r.hops, "path": list(r.path), "metadata": r.metadata,
+            }
             for r in results
         ], indent=2, ensure_ascii=False))
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -181,7 +182,7 @@ class MemoryConfig:
         for name in ("beta", "settle_eps"):
             value = getattr(self, name)
             if not _is_real(value) or value <= 0:
-                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+                raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
         for name in ("settle_weight", "hop_decay", "sentence_cue_weight"):
             value = getattr(self, name)
             if not _is_real(value) or not 0.0 <= value <= 1.0:
@@ -189,7 +190,7 @@ class MemoryConfig:
         for name in ("lexical_weight", "hop_gate"):
             value = getattr(self, name)
             if not _is_real(value) or value < 0:
-                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
         for flag in dataclasses.fields(self):
             if flag.type in ("bool", bool) and not isinstance(getattr(self, flag.name), bool):
                 raise ConfigError(f"{flag.name} must be True or False, got {getattr(self, flag.name)!r}")
@@ -199,7 +200,7 @@ class MemoryConfig:
             value = getattr(self.links, link_field.name)
             if not _is_real(value) or value < 0:
                 raise ConfigError(
-                    f"links.{link_field.name} must be a number >= 0, got {value!r}"
+                    f"links.{link_field.name} must be a finite number >= 0, got {value!r}"
                 )
         if not _is_real(self.min_score) or not -1.0 <= self.min_score <= 1.0:
             raise ConfigError(f"min_score must be a number from -1 to 1, got {self.min_score!r}")
@@ -253,7 +254,8 @@ class MemoryConfig:
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    """Return whether ``value`` is a finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_positive_int(name: str, value: Any) -> None:

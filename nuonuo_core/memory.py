@@ -839,8 +839,26 @@ class AssociativeMemory:
         if isinstance(namespaces, str):
             raise NamespaceTypeError(f"namespaces must be a list of namespaces, got the str {namespaces!r}")
         targets = [normalize_namespace(namespace) for namespace in namespaces]
+        if isinstance(query_words, str):
+            raise InvalidTypeError(f"query_words must be a list of words, got the str {query_words!r}")
+        words_list = list(query_words)
+        for word in words_list:
+            if not isinstance(word, str):
+                raise InvalidTypeError(f"query_words must hold str words, got {type(word).__name__} {word!r}")
         if k == 0:
             return []
+        if isinstance(vector, torch.Tensor):
+            real = not vector.dtype.is_complex and vector.dtype != torch.bool
+        else:
+            try:
+                vector = np.asarray(vector)
+            except (TypeError, ValueError) as error:
+                raise InvalidTypeError(f"vector must be a tensor or array of {self.dim} floats: {error}") from error
+            real = vector.dtype.kind in "fiu"
+        if not real:
+            raise InvalidTypeError(
+                f"vector must be a tensor or array of {self.dim} real numbers, got dtype {vector.dtype}"
+            )
         vector = torch.as_tensor(vector, dtype=torch.float32).to(self.device)
         if vector.shape != (self.dim,):
             raise InvalidInputError(f"vector must have shape ({self.dim},), got {tuple(vector.shape)}")
@@ -854,7 +872,7 @@ class AssociativeMemory:
             raise InvalidInputError(f"vector must be finite, got {float(vector[position])} at index {position}")
         if norm == 0.0:
             raise InvalidInputError("vector must be non-zero, got all zeros")
-        return self._recall_vector(vector / norm, k, hops, targets, checked_filter, list(query_words))
+        return self._recall_vector(vector / norm, k, hops, targets, checked_filter, words_list)
 
     def _recall_vector(
         self,

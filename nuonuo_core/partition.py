@@ -461,7 +461,7 @@ class Partition:
         return self.cue_vectors[torch.tensor(rows, dtype=torch.long, device=self.device)].float()
 
     def direct_scores(
-        self, query: torch.Tensor, query_words: list[str], allowed: np.ndarray | None
+        self, query: torch.Tensor, query_words: list[str], allowed: np.ndarray | None, count: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Score every live memory against the query by its cues.
 
@@ -470,8 +470,9 @@ class Partition:
             memory: the score used for ranking (text cue raised toward the best
             other cue, plus the weighted lexical score), the cosine of the best
             cue, and that cue's row; ``exact`` are the positions whose values were
-            computed in float32, a superset of the top ``hopfield_candidates``.
-            Other positions hold half-precision values, and their row is the text cue's.
+            computed in float32, a superset of the top ``count``.
+            Other positions hold the scanned values of :meth:`cue_scores`, and
+            their row is the text cue's.
         """
         if self.cue_count - self.dead_cues >= self.config.ann_threshold and allowed is None:
             approximate = self._approximate_scores(query, query_words)
@@ -519,7 +520,7 @@ class Partition:
             scores = dense.copy()
         if similarity is text_similarity:
             similarity = similarity.copy()
-        exact = self._rescore_near_top(query, slots, scores, dense, similarity, rows, scan_error)
+        exact = self._rescore_near_top(query, slots, scores, dense, similarity, rows, scan_error, count)
         return slots, scores, similarity, rows, exact
 
     def _rescore_near_top(
@@ -531,15 +532,16 @@ class Partition:
         similarity: np.ndarray,
         rows: np.ndarray,
         scan_error: float,
+        count: int,
     ) -> np.ndarray:
         """Recompute in float32, in place, every memory that may rank among the candidates.
 
         Scanned cue scores are within ``scan_error`` of float32 ones, and a
         memory's score moves by at most that much, so every memory within twice
-        that of the last candidate is rescored; the candidates are then exactly
-        those of a float32 scan. Returns the rescored positions.
+        that of the ``count``-th best is rescored; the top ``count`` are then
+        exactly those of a float32 scan. Returns the rescored positions.
         """
-        n = min(self.config.hopfield_candidates, scores.shape[0])
+        n = min(count, scores.shape[0])
         if n == 0:
             return np.empty(0, dtype=np.int64)
         # The n-th largest score. On 20K scores np.partition took a third of the
@@ -759,12 +761,13 @@ class Partition:
         """
         config = self.config
         allowed = self.allowed_mask(filter)
-        slots, scores, similarity, rows, exact = self.direct_scores(query, query_words, allowed)
+        wanted = max(config.hopfield_candidates, k)
+        slots, scores, similarity, rows, exact = self.direct_scores(query, query_words, allowed, wanted)
         if slots.size == 0:
             return None
-        n = min(max(config.hopfield_candidates, k), slots.shape[0])
-        # The top hopfield_candidates are among the exactly scored positions.
-        pool = exact if n <= exact.shape[0] and n <= config.hopfield_candidates else np.arange(slots.shape[0])
+        n = min(wanted, slots.shape[0])
+        # The top n are among the exactly scored positions.
+        pool = exact
         if n < pool.shape[0]:
             top = pool[np.argpartition(-scores[pool], n - 1)[:n]]
         else:
@@ -852,7 +855,15 @@ class Partition:
             kth = heapq.nlargest(k, [c.score for c in ranked])[-1]
             ranked = [c for c in ranked if c.score >= kth]
         ranked.sort(key=lambda c: (-c.score, c.hops, c.slot))
-        return ranked[:k]
+        ranked = ranked[:k]
+        # A memory reached only through links has the first stage's approximate
+        # similarity; the ones returned get it in float32.
+        linked = [c for c in ranked if c.hops > 0]
+        if linked:
+            _, best, _ = self._best_cues(np.array([c.slot for c in linked], dtype=np.int64), query)
+            for candidate, value in zip(linked, best.tolist()):
+                candidate.similarity = value
+        return ranked
 
     def _bridge_affects(self, slot: int) -> bool:
         """Return whether the query context of name links changes the links of

@@ -64,7 +64,7 @@ def test_apply_overrides_without_settings_keeps_config():
         ("lexical_weight", "expected field=value"),
         ("no_such_field=1", "unknown MemoryConfig field 'no_such_field'"),
         ("links.gossip=1", "unknown link kind 'gossip'"),
-        ("beta=-1", "beta must be a positive number"),
+        ("beta=-1", "beta must be a positive finite number"),
     ],
 )
 def test_apply_overrides_rejects_bad_settings(setting, message):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks.common import CachingEmbedder
 from nuonuo_core import (
@@ -20,7 +21,7 @@ from nuonuo_core import (
     MemoryConfig,
     MemoryItem,
 )
-from nuonuo_core.errors import ConfigError, NamespaceTypeError
+from nuonuo_core.errors import ConfigError, InvalidTypeError, NamespaceTypeError
 
 SMALL = MemoryConfig(code_dim=2048, k=16, device="cpu")
 
@@ -481,3 +482,37 @@ def test_recall_by_vector_names_bad_vector(value, message):
     with pytest.raises(InvalidInputError, match=message):
         memory.recall_by_vector(vector)
     assert memory.get("kettle").text == "the kettle is on the stove"
+
+
+@pytest.mark.parametrize(
+    "vector, message",
+    [
+        ("dog", "got dtype <U3"),
+        (None, "got dtype object"),
+        (np.ones(384, dtype=np.complex64), "got dtype complex64"),
+        (torch.ones(384, dtype=torch.complex64), "got dtype torch.complex64"),
+        (np.ones(384, dtype=bool), "got dtype bool"),
+    ],
+)
+def test_recall_by_vector_rejects_non_real_vector(vector, message):
+    memory = new_memory()
+    memory.add("the kettle is on the stove", id="kettle")
+    with pytest.raises(InvalidTypeError, match=message):
+        memory.recall_by_vector(vector)
+    assert memory.get("kettle").text == "the kettle is on the stove"
+
+
+def test_recall_by_vector_rejects_str_query_words():
+    memory = new_memory()
+    memory.add("the kettle is on the stove", id="kettle")
+    vector = np.ones(memory.dim, dtype=np.float32)
+    with pytest.raises(InvalidTypeError, match="query_words must be a list of words, got the str 'kettle'"):
+        memory.recall_by_vector(vector, query_words="kettle")
+    with pytest.raises(InvalidTypeError, match="query_words must hold str words, got int 3"):
+        memory.recall_by_vector(vector, query_words=["kettle", 3])
+
+
+@pytest.mark.parametrize("field", ["beta", "settle_eps", "hop_gate", "lexical_weight"])
+def test_config_rejects_infinite_number(field):
+    with pytest.raises(ConfigError, match=f"{field} must be a .*finite number"):
+        MemoryConfig(**{field: float("inf")})

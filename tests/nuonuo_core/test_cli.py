@@ -120,6 +120,7 @@ def test_recall_after_ingest(tmp_path, conversation_file, capsys):
     assert status == 0
     results = json.loads(capsys.readouterr().out)
     assert results[0]["id"] == "garden:D1:3"
+    assert -1.0 <= results[0]["similarity"] <= 1.0
 
 
 def test_verbose_flag_before_chat(capsys):

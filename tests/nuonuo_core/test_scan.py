@@ -82,9 +82,9 @@ def texts(count: int, seed: int) -> list[str]:
     return result
 
 
-def assert_same_recall(first: AssociativeMemory, second: AssociativeMemory, queries: list[str]) -> None:
+def assert_same_recall(first: AssociativeMemory, second: AssociativeMemory, queries: list[str], k: int = 10) -> None:
     for query in queries:
-        expected, found = second.recall(query, 10, hops=1), first.recall(query, 10, hops=1)
+        expected, found = second.recall(query, k, hops=1), first.recall(query, k, hops=1)
         assert [r.text for r in found] == [r.text for r in expected]
         # The softmax sums the same candidates in another order.
         assert np.allclose([r.score for r in found], [r.score for r in expected], rtol=0, atol=1e-6)
@@ -104,6 +104,8 @@ def test_recall_ranks_as_with_the_half_precision_scan(monkeypatch):
         assert (memory._partitions[()].quantized is not None) == quantized
         memories[quantized] = (memory, ids)
     assert_same_recall(memories[True][0], memories[False][0], queries)
+    # More results than Hopfield candidates are rescored as well.
+    assert_same_recall(memories[True][0], memories[False][0], queries[:10], k=60)
 
     # After deletions and a compaction that moves the rows.
     for memory, ids in memories.values():
@@ -111,3 +113,22 @@ def test_recall_ranks_as_with_the_half_precision_scan(monkeypatch):
             memory.delete(memory_id)
         memory._partitions[()]._compact_cues()
     assert_same_recall(memories[True][0], memories[False][0], queries)
+
+
+def test_linked_results_get_exact_similarity(monkeypatch):
+    stored = texts(400, seed=6)
+    rng = np.random.default_rng(7)
+    queries = [" ".join(rng.choice(WORDS, size=3)) for _ in range(20)]
+    config = MemoryConfig(code_dim=1024, k=16)
+    found = {}
+    for quantized in (False, True):
+        monkeypatch.setattr(partition_module, "_QUANTIZED_SCAN", quantized)
+        memory = AssociativeMemory(embedder=HashingEmbedder(dim=384), config=config)
+        memory.add_many(stored, session="notes", batch_size=256)
+        found[quantized] = {
+            (query, r.text): r.similarity for query in queries for r in memory.recall(query, 10, hops=3)
+        }
+    shared = found[True].keys() & found[False].keys()
+    assert len(shared) >= 100
+    # Both scans score the same stored rows in float32, whatever the path to a result.
+    assert all(found[True][key] == found[False][key] for key in shared)
