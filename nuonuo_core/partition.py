@@ -842,12 +842,12 @@ class Partition:
                 self._bridge_seeds = frozenset(int(s) for s in cand_slots[: config.bridge_seeds])
                 try:
                     with self.association.query_context(self._bridge_affects):
-                        self._spread(candidates, hops, allowed, slots, similarity, scores, seeds)
+                        self._spread(candidates, k, hops, allowed, slots, similarity, scores, seeds)
                 finally:
                     self._bridge_skip = frozenset()
                     self._bridge_seeds = frozenset()
             else:
-                self._spread(candidates, hops, allowed, slots, similarity, scores, seeds)
+                self._spread(candidates, k, hops, allowed, slots, similarity, scores, seeds)
         ranked = list(candidates.values())
         if len(ranked) > k:
             # Only candidates that reach the k-th best score can rank; sorting
@@ -894,6 +894,7 @@ class Partition:
     def _spread(
         self,
         candidates: dict[int, Candidate],
+        k: int,
         hops: int,
         allowed: np.ndarray | None,
         scored_slots: np.ndarray,
@@ -911,7 +912,8 @@ class Partition:
         to other hits rise, and memories that no cue matched can enter. Its path is
         the route that carried the most activation to it in a single term. After
         each hop only the ``2 * hopfield_candidates`` strongest memories of the
-        new term spread further.
+        new term spread further. Only the memories whose total can rank among
+        the best ``k`` get a candidate or an updated one.
         """
         decay = self.config.hop_decay
         beam = 2 * self.config.hopfield_candidates
@@ -966,6 +968,11 @@ class Partition:
                 next_term = {slot: next_term[slot] for slot in kept}
             term, term_path = next_term, next_path
 
+        if len(total) > k:
+            # Only memories that reach the k-th best total can be returned; the
+            # others keep their candidate, whose score is no higher than their total.
+            kth = heapq.nlargest(k, total.values())[-1]
+            total = {slot: score for slot, score in total.items() if score >= kth}
         reached = np.fromiter(total, dtype=np.int64, count=len(total))
         for slot, found_similarity in zip(reached.tolist(), similarity_of[reached].tolist()):
             _, path, hop = best[slot]
