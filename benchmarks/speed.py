@@ -336,14 +336,15 @@ def end_to_end(data_dir: Path, device: str = "cpu") -> dict[str, Any]:
 
         if big is None:
             # 20K memories in one namespace: the turns plus random filler.
-            big = AssociativeMemory(embedder=_Mixed(embedder, filler), config=MemoryConfig(device=device))
+            mixed = _Mixed(embedder, filler)
+            big = AssociativeMemory(embedder=mixed, config=MemoryConfig(device=device))
             big.add_many(texts, session="locomo")
             big.add_many([f"v{i}" for i in range(filler.shape[0])], batch_size=4096)
         else:
             # The memory stored by the first backend serves the others, because
             # a query costs the same whichever backend embedded the stored
             # turns; storing it again would embed every turn again.
-            big.embedder = _Mixed(embedder, filler)
+            mixed.inner = embedder
         sample = [q.question for q in questions[:QUERIES]]
         for hops in (1, 3):
             samples = []
