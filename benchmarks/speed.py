@@ -341,9 +341,8 @@ def end_to_end(data_dir: Path, device: str = "cpu") -> dict[str, Any]:
             big.add_many(texts, session="locomo")
             big.add_many([f"v{i}" for i in range(filler.shape[0])], batch_size=4096)
         else:
-            # The memory stored by the first backend serves the others, because
-            # a query costs the same whichever backend embedded the stored
-            # turns; storing it again would embed every turn again.
+            # The memory stored by the first backend serves the others. A query
+            # costs the same whichever backend embedded the stored turns.
             mixed.inner = embedder
         sample = [q.question for q in questions[:QUERIES]]
         for hops in (1, 3):

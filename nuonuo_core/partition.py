@@ -761,11 +761,11 @@ class Partition:
         """
         config = self.config
         allowed = self.allowed_mask(filter)
-        wanted = max(config.hopfield_candidates, k)
-        slots, scores, similarity, rows, exact = self.direct_scores(query, query_words, allowed, wanted)
+        candidate_count = max(config.hopfield_candidates, k)
+        slots, scores, similarity, rows, exact = self.direct_scores(query, query_words, allowed, candidate_count)
         if slots.size == 0:
             return None
-        n = min(wanted, slots.shape[0])
+        n = min(candidate_count, slots.shape[0])
         # The top n are among the exactly scored positions.
         pool = exact
         if n < pool.shape[0]:

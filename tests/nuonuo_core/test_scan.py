@@ -82,6 +82,27 @@ def texts(count: int, seed: int) -> list[str]:
     return result
 
 
+def queries_of(count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=3)) for _ in range(count)]
+
+
+def memories_by_scan(monkeypatch, stored: list[str], session: str | None = None) -> dict[bool, tuple[AssociativeMemory, list[str]]]:
+    """Store ``stored`` twice: with the half-precision scan (key False) and the 8-bit one (True).
+
+    Each value is ``(memory, ids)``.
+    """
+    config = MemoryConfig(code_dim=1024, k=16)
+    memories = {}
+    for quantized in (False, True):
+        monkeypatch.setattr(partition_module, "_QUANTIZED_SCAN", quantized)
+        memory = AssociativeMemory(embedder=HashingEmbedder(dim=384), config=config)
+        ids = memory.add_many(stored, session=session, batch_size=256)
+        assert (memory._partitions[()].quantized is not None) == quantized
+        memories[quantized] = (memory, ids)
+    return memories
+
+
 def assert_same_recall(first: AssociativeMemory, second: AssociativeMemory, queries: list[str], k: int = 10) -> None:
     for query in queries:
         expected, found = second.recall(query, k, hops=1), first.recall(query, k, hops=1)
@@ -92,17 +113,8 @@ def assert_same_recall(first: AssociativeMemory, second: AssociativeMemory, quer
 
 
 def test_recall_ranks_as_with_the_half_precision_scan(monkeypatch):
-    stored = texts(800, seed=4)
-    rng = np.random.default_rng(5)
-    queries = [" ".join(rng.choice(WORDS, size=3)) for _ in range(40)]
-    config = MemoryConfig(code_dim=1024, k=16)
-    memories = {}
-    for quantized in (False, True):
-        monkeypatch.setattr(partition_module, "_QUANTIZED_SCAN", quantized)
-        memory = AssociativeMemory(embedder=HashingEmbedder(dim=384), config=config)
-        ids = memory.add_many(stored, batch_size=256)
-        assert (memory._partitions[()].quantized is not None) == quantized
-        memories[quantized] = (memory, ids)
+    memories = memories_by_scan(monkeypatch, texts(800, seed=4))
+    queries = queries_of(40, seed=5)
     assert_same_recall(memories[True][0], memories[False][0], queries)
     # More results than Hopfield candidates are rescored as well.
     assert_same_recall(memories[True][0], memories[False][0], queries[:10], k=60)
@@ -116,18 +128,12 @@ def test_recall_ranks_as_with_the_half_precision_scan(monkeypatch):
 
 
 def test_linked_results_get_exact_similarity(monkeypatch):
-    stored = texts(400, seed=6)
-    rng = np.random.default_rng(7)
-    queries = [" ".join(rng.choice(WORDS, size=3)) for _ in range(20)]
-    config = MemoryConfig(code_dim=1024, k=16)
-    found = {}
-    for quantized in (False, True):
-        monkeypatch.setattr(partition_module, "_QUANTIZED_SCAN", quantized)
-        memory = AssociativeMemory(embedder=HashingEmbedder(dim=384), config=config)
-        memory.add_many(stored, session="notes", batch_size=256)
-        found[quantized] = {
-            (query, r.text): r.similarity for query in queries for r in memory.recall(query, 10, hops=3)
-        }
+    memories = memories_by_scan(monkeypatch, texts(400, seed=6), session="notes")
+    queries = queries_of(20, seed=7)
+    found = {
+        quantized: {(query, r.text): r.similarity for query in queries for r in memory.recall(query, 10, hops=3)}
+        for quantized, (memory, _) in memories.items()
+    }
     shared = found[True].keys() & found[False].keys()
     assert len(shared) >= 100
     # Both scans score the same stored rows in float32, whatever the path to a result.
