@@ -115,6 +115,8 @@ def test_sigkill_keeps_acknowledged_writes(tmp_path, mode):
 
     # The operation in flight when the kill came may or may not have committed,
     # but only as a whole: a batch is one transaction.
+    # NOTE: the sync case failed here in 2 of about 20 runs at 79ba44f, with a
+    # stored state matching neither; the cause is not known.
     possible = [expected_state(acknowledged), expected_state(acknowledged + 1)]
     with AssociativeMemory(path, embedder=HashingEmbedder(dim=64)) as memory:
         stored = {record.id: record.text for record in memory.list()}
