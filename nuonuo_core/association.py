@@ -56,6 +56,10 @@ class SpreadStep:
     """Slot of the memory through which each one was reached. Shape ``(m,)``, int64."""
 
 
+# The best_from entry of a memory that nothing has reached yet.
+_NOTHING = (0.0, -1)
+
+
 def _strongest(weights: dict[int, float]) -> dict[int, float]:
     """Return the ``MAX_NEIGHBOURS`` largest of ``weights``."""
     if len(weights) <= MAX_NEIGHBOURS:
@@ -352,22 +356,27 @@ class Association:
         if cached is not None and not in_context:
             return cached
         result: dict[str, dict[int, float]] = {}
+        weights = self.kind_weights
         if cached is not None:
             result = {kind: links for kind, links in cached.items() if kind not in self.volatile}
         else:
             for neighbour, kinds in self._links[slot].items():
                 for kind, weight in kinds:
-                    total = weight * self.kind_weights.get(kind, 0.0)
+                    total = weight * weights.get(kind, 0.0)
                     if total > 0.0:
                         result.setdefault(kind, {})[neighbour] = total
             for kind in self.derived:
-                if not (in_context and kind in self.volatile):
+                # The weight is checked before the call, because a call per kind and slot
+                # was a large part of a cold hop in a profile.
+                if weights.get(kind, 0.0) > 0.0 and not (in_context and kind in self.volatile):
                     self._add_derived(result, kind, slot)
         if in_context:
             for kind in self.volatile:
                 if kind in self.derived:
                     self._add_derived(result, kind, slot)
-        result = {kind: _strongest(links) for kind, links in result.items() if links}
+        for kind, links in result.items():
+            if len(links) > MAX_NEIGHBOURS:
+                result[kind] = _strongest(links)
         if not in_context:
             self._kind_cache[slot] = result
         return result
@@ -502,38 +511,40 @@ class Association:
         context = self._context_applies()
         # The gate is read as Python floats, because arithmetic on NumPy scalars is slower.
         gate_of = gate.item if gate is not None else None
+        alive = self._alive
+        kind_weights = self.kind_weights
+        links_by_kind = self._links_by_kind
         for slot, amount in activation.items():
-            if amount <= 0.0 or not self._alive[slot]:
+            if amount <= 0.0 or not alive[slot]:
                 continue
             excluded = blocked.get(slot, ())
             if by_kind:
                 # Each kind takes a share in proportion to its kind weight. Its
                 # links split that share by link weight times the gate. The
                 # links of neighbours_by_kind lead to live memories only.
+                kinds = links_by_kind(slot, context)
                 pools = []
                 kind_total = 0.0
-                for kind, links in self._links_by_kind(slot, context).items():
+                for kind, links in kinds.items():
                     if gate_of is not None:
-                        gated = {n: w * gate_of(n) for n, w in links.items() if n not in excluded}
-                    elif excluded:
-                        gated = {n: w for n, w in links.items() if n not in excluded}
+                        gated = [(n, w * gate_of(n)) for n, w in links.items() if n not in excluded]
                     else:
-                        gated = links
-                    pool_total = sum(gated.values())
+                        gated = [(n, w) for n, w in links.items() if n not in excluded]
+                    pool_total = sum(w for _, w in gated)
                     if pool_total > 0.0:
-                        share = self.kind_weights.get(kind, 0.0)
+                        share = kind_weights.get(kind, 0.0)
                         pools.append((share, gated, pool_total))
                         kind_total += share
                 if kind_total <= 0.0:
                     continue
                 for share, gated, pool_total in pools:
                     scale = amount * share / (kind_total * pool_total)
-                    for neighbour, weight in gated.items():
+                    for neighbour, weight in gated:
                         contribution = scale * weight
                         if contribution <= 0.0:
                             continue
                         reached[neighbour] = reached.get(neighbour, 0.0) + contribution
-                        if contribution > best_from.get(neighbour, (0.0, -1))[0]:
+                        if contribution > best_from.get(neighbour, _NOTHING)[0]:
                             best_from[neighbour] = (contribution, slot)
                 continue
             neighbours = {
@@ -551,7 +562,7 @@ class Association:
                 if contribution <= 0.0:
                     continue
                 reached[neighbour] = reached.get(neighbour, 0.0) + contribution
-                if contribution > best_from.get(neighbour, (0.0, -1))[0]:
+                if contribution > best_from.get(neighbour, _NOTHING)[0]:
                     best_from[neighbour] = (contribution, slot)
         if not reached:
             return SpreadStep(

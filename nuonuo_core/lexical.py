@@ -166,6 +166,10 @@ class EntityIndex:
         """Return the names ``slot`` mentions; callers must not modify the result."""
         return self._names.get(slot, set())
 
+    def mentions_names(self, slot: int) -> bool:
+        """Return whether ``slot`` mentions any name."""
+        return bool(self._names.get(slot))
+
     def neighbours(
         self, slot: int, max_df: int, skip: frozenset[str] | set[str] = frozenset()
     ) -> dict[int, float]:

@@ -262,6 +262,8 @@ class Partition:
         # names the query contains, and the direct hits that bridge through less rare names.
         self._bridge_skip: frozenset[str] = frozenset()
         self._bridge_seeds: frozenset[int] = frozenset()
+        # The hop gate of the recall in progress (recalls hold the memory's lock).
+        self._gate_buffer = np.empty(0, dtype=np.float32)
 
     # ------------------------------------------------------------------ size
 
@@ -918,7 +920,14 @@ class Partition:
         decay = self.config.hop_decay
         beam = 2 * self.config.hopfield_candidates
         gate_beta = self.config.hop_gate
-        scored_gate = np.exp(np.float32(gate_beta) * (scores - scores.max()))
+        # In place, in a buffer kept between recalls: over 20K scores this took
+        # 37 µs against 64 µs with new arrays, in one timing on one core.
+        if self._gate_buffer.shape[0] < scores.shape[0]:
+            self._gate_buffer = np.empty(2 * scores.shape[0], dtype=np.float32)
+        scored_gate = self._gate_buffer[: scores.shape[0]]
+        np.subtract(scores, scores.max(), out=scored_gate)
+        scored_gate *= np.float32(gate_beta)
+        np.exp(scored_gate, out=scored_gate)
         if scored_slots.shape[0] == len(self.entries):
             # Every slot was scored, in order (scored slots ascend): no scatter needed.
             similarity_of, gate = similarity, scored_gate
@@ -990,6 +999,8 @@ class Partition:
         self.association.kind_weights["entity"] = weight
 
         def entity_neighbours(slot: int) -> dict[int, float]:
+            if not self.entities.mentions_names(slot):
+                return {}
             limit = max_df(len(self.entities))
             if slot in self._bridge_seeds:
                 limit = max(limit, bridge_df)
