@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nuonuo_core import _postings
+
 # Links a memory spreads activation along, strongest first; the rest carry a
 # share too small to change a ranking and would make every hop slow.
 MAX_NEIGHBOURS = 32
@@ -68,19 +70,27 @@ def _strongest(weights: dict[int, float]) -> dict[int, float]:
     return {n: weights[n] for n in strongest}
 
 
+def _unit_dtype(code_dim: int) -> type[np.integer]:
+    """Return the smallest integer type for unit indices below ``code_dim``."""
+    return np.uint16 if code_dim <= 65536 else np.int32
+
+
 class _Postings:
     """One segment of the inverted index: for each unit, the slots whose code has it."""
 
     __slots__ = ("pointers", "slots", "segment_id")
 
     def __init__(self, units: np.ndarray, slots: np.ndarray, code_dim: int, segment_id: int) -> None:
-        # Stable sort by unit, so slots stay in insertion order within each unit.
-        key = units.astype(np.uint16) if code_dim <= 65536 else units
-        order = np.argsort(key, kind="stable")
+        key = units.astype(_unit_dtype(code_dim), copy=False)
         # Four bytes a posting: slots beyond 2**31 do not occur in one namespace.
-        self.slots = slots[order].astype(np.int32)
-        self.pointers = np.zeros(code_dim + 1, dtype=np.int64)
-        np.cumsum(np.bincount(units, minlength=code_dim), out=self.pointers[1:])
+        slots = slots.astype(np.int32, copy=False)
+        # A stable sort by unit, so slots stay in insertion order within each unit.
+        if _postings.AVAILABLE:
+            self.slots, self.pointers = _postings.group_by_unit(key, slots, code_dim)
+        else:
+            self.slots = slots[np.argsort(key, kind="stable")]
+            self.pointers = np.zeros(code_dim + 1, dtype=np.int64)
+            np.cumsum(np.bincount(key, minlength=code_dim), out=self.pointers[1:])
         self.segment_id = segment_id
 
     def __len__(self) -> int:
@@ -88,7 +98,8 @@ class _Postings:
 
     def entries(self) -> tuple[np.ndarray, np.ndarray]:
         """Return every (unit, slot) pair of the segment."""
-        units = np.repeat(np.arange(self.pointers.shape[0] - 1), np.diff(self.pointers))
+        code_dim = self.pointers.shape[0] - 1
+        units = np.repeat(np.arange(code_dim, dtype=_unit_dtype(code_dim)), np.diff(self.pointers))
         return units, self.slots
 
     def lookup(self, units: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +138,7 @@ class Association:
         self.k = k
         self.kind_weights = dict(kind_weights)
         # Unit indices fit two bytes up to code_dim 65536.
-        self._code_dtype = np.uint16 if code_dim <= 65536 else np.int32
+        self._code_dtype = _unit_dtype(code_dim)
         self._codes = np.zeros((0, k), dtype=self._code_dtype)
         self._alive = np.zeros(0, dtype=bool)
         # slot -> {neighbour slot -> {kind -> weight}}
@@ -231,7 +242,7 @@ class Association:
 
     def _add_segment(self, slots: np.ndarray) -> None:
         """Write the current codes of ``slots`` as a new segment, then merge segments."""
-        segment = self._new_segment(np.repeat(slots, self.k), self._codes[slots].reshape(-1))
+        segment = self._new_segment(np.repeat(slots.astype(np.int32), self.k), self._codes[slots].reshape(-1))
         self._home[slots] = segment.segment_id
         self._segments.append(segment)
         # Merge while the newest segment is at least half the size of the one before.
@@ -240,19 +251,16 @@ class Association:
             older = self._segments.pop()
             units_a, slots_a = older.entries()
             units_b, slots_b = newer.entries()
-            units_all = np.concatenate((units_a, units_b))
-            slots_all = np.concatenate((slots_a, slots_b))
-            home = self._home[slots_all]
-            valid = self._alive[slots_all] & (
-                ((home == older.segment_id) & (np.arange(slots_all.shape[0]) < slots_a.shape[0]))
-                | ((home == newer.segment_id) & (np.arange(slots_all.shape[0]) >= slots_a.shape[0]))
-            )
-            merged = self._new_segment(slots_all[valid], units_all[valid])
-            self._home[slots_all[valid]] = merged.segment_id
+            # An entry stays while its slot is alive and its code still lives in that segment.
+            keep_a = self._alive[slots_a] & (self._home[slots_a] == older.segment_id)
+            keep_b = self._alive[slots_b] & (self._home[slots_b] == newer.segment_id)
+            slots_all = np.concatenate((slots_a[keep_a], slots_b[keep_b]))
+            merged = self._new_segment(slots_all, np.concatenate((units_a[keep_a], units_b[keep_b])))
+            self._home[slots_all] = merged.segment_id
             self._segments.append(merged)
 
     def _new_segment(self, slots: np.ndarray, units: np.ndarray) -> _Postings:
-        segment = _Postings(units.astype(np.int64), slots, self.code_dim, self._next_segment_id)
+        segment = _Postings(units, slots, self.code_dim, self._next_segment_id)
         self._next_segment_id += 1
         return segment
 

@@ -145,9 +145,9 @@ def winner_take_all(
     those tiles' units that reach the ``k``-th largest tile maximum. On the CPU,
     with Numba installed, a compiled loop makes that choice
     (:mod:`nuonuo_core._winners`); elsewhere tensor operations do. The rotation
-    is applied to all rows at once. The block products and the selection run
-    ``rows_per_step`` rows at a time, so the projected activity stays in the
-    CPU cache.
+    is applied to :data:`_ROWS_PER_ROTATION` rows at a time, and the block
+    products and the selection to ``rows_per_step`` rows at a time, so the
+    rotated rows and the projected activity stay in the CPU cache.
 
     Raises:
         ValueError: if an embedding contains NaN or infinity, or ``k`` is not
@@ -159,27 +159,42 @@ def winner_take_all(
     """
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k < projection.code_dim:
         raise ValueError(f"invalid k {k!r}: expected an int from 1 to {projection.code_dim - 1}")
-    rotated = embeddings @ projection.rotation
     weights = projection.weights
-    finite = torch.isfinite(rotated).all(dim=1)
-    if not bool(finite.all()):
-        row = int((~finite).nonzero()[0, 0])
-        raise ValueError(f"invalid embedding at row {row}: it contains NaN or infinity, expected finite values")
+    count = embeddings.shape[0]
     # One buffer for the activity of every step, because a fresh allocation of
     # this size per step ran measurably slower (its pages are faulted in anew).
     buffer = torch.empty(
-        weights.shape[0] * min(rows_per_step, rotated.shape[0]) * weights.shape[2],
+        weights.shape[0] * min(rows_per_step, count) * weights.shape[2],
         dtype=weights.dtype,
         device=weights.device,
     )
-    if rotated.shape[0] <= rows_per_step:
-        return _winner_take_all_rows(rotated, weights, k, buffer)
-    return torch.cat(
-        [
-            _winner_take_all_rows(rotated[start : start + rows_per_step], weights, k, buffer)
-            for start in range(0, rotated.shape[0], rows_per_step)
-        ]
-    )
+    if count <= rows_per_step:
+        return _winner_take_all_rows(_rotated(embeddings, projection, 0), weights, k, buffer)
+    # The rotation runs on a batch of rows at a time, so that the rotated rows
+    # are still in the cache when they are projected. Rotating a million rows
+    # at once made the whole separation 1.7 times slower in one timing.
+    codes = torch.empty((count, k), dtype=torch.int64, device=embeddings.device)
+    for batch_start in range(0, count, _ROWS_PER_ROTATION):
+        rotated = _rotated(embeddings[batch_start : batch_start + _ROWS_PER_ROTATION], projection, batch_start)
+        for start in range(0, rotated.shape[0], rows_per_step):
+            rows = rotated[start : start + rows_per_step]
+            first = batch_start + start
+            codes[first : first + rows.shape[0]] = _winner_take_all_rows(rows, weights, k, buffer)
+    return codes
+
+
+_ROWS_PER_ROTATION = 4096
+"""Rows rotated at once by :func:`winner_take_all` (6 MB of float32 at 384 dimensions)."""
+
+
+def _rotated(embeddings: torch.Tensor, projection: Projection, first_row: int) -> torch.Tensor:
+    """Return the rotated embeddings; raises if one is not finite, naming its row from ``first_row``."""
+    rotated = embeddings @ projection.rotation
+    finite = torch.isfinite(rotated).all(dim=1)
+    if not bool(finite.all()):
+        row = first_row + int((~finite).nonzero()[0, 0])
+        raise ValueError(f"invalid embedding at row {row}: it contains NaN or infinity, expected finite values")
+    return rotated
 
 
 _TILE = 32

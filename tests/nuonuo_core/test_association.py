@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from nuonuo_core.association import Association
+from nuonuo_core import _postings
+from nuonuo_core.association import Association, _Postings
 from nuonuo_core.functional import hebbian_update_
 
 CODE_DIM = 256
@@ -147,3 +148,17 @@ def test_entity_neighbours_skip_names():
     assert set(index.neighbours(0, max_df=2, skip={"alpha corp"})) == {2}
     assert set(index.neighbours(0, max_df=2, skip={"bob stone"})) == {1}
     assert index.neighbours(2, max_df=2, skip={"bob stone"}) == {}
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_postings_list_slots_unit_by_unit(monkeypatch, compiled):
+    if compiled and not _postings.AVAILABLE:
+        pytest.skip("Numba is not installed, so there is no compiled grouping")
+    monkeypatch.setattr(_postings, "AVAILABLE", compiled)
+    rng = np.random.default_rng(0)
+    units = rng.integers(0, 300, 5000).astype(np.uint16)
+    slots = rng.integers(0, 1000, 5000)
+    postings = _Postings(units, slots, 300, segment_id=0)
+    order = np.argsort(units, kind="stable")
+    assert postings.slots.tolist() == slots[order].tolist()
+    assert postings.pointers.tolist() == [0] + np.cumsum(np.bincount(units, minlength=300)).tolist()

@@ -69,6 +69,17 @@ def test_winner_take_all_rejects_nan():
         winner_take_all(x, projection, 20)
 
 
+def test_rotation_batches_keep_codes_and_row_numbers(monkeypatch):
+    projection = make_projection(384, 4096, blocks=16, seed=0)
+    x = unit_rows(700, seed=2)
+    whole = winner_take_all(x, projection, 20, rows_per_step=64)
+    monkeypatch.setattr(functional, "_ROWS_PER_ROTATION", 300)
+    assert torch.equal(winner_take_all(x, projection, 20, rows_per_step=64), whole)
+    x[650, 3] = float("inf")
+    with pytest.raises(ValueError, match="invalid embedding at row 650"):
+        winner_take_all(x, projection, 20, rows_per_step=64)
+
+
 @pytest.mark.parametrize("k", [0, -1, 4096, 2.5])
 def test_winner_take_all_rejects_bad_k(k):
     projection = make_projection(384, 4096, blocks=16, seed=0)
