@@ -25,6 +25,8 @@ VARIANTS: list[tuple[str, list[str]]] = [
     ("default", []),
     ("single-hop (hops=1)", ["hops=1"]),
     ("no lexical cues (lexical_weight=0)", ["lexical_weight=0"]),
+    ("no boost for a subject the query names (subject_factor=1)", ["subject_factor=1"]),
+    ("20 direct hits ranked instead of 40 (direct_candidates=20)", ["direct_candidates=20"]),
     ("no sentence cues (sentence_cues=false)", ["sentence_cues=false"]),
     ("sentence cues ranked half way to the best cue (sentence_cue_weight=0.5)", ["sentence_cue_weight=0.5"]),
     ("no session links (links.session=0)", ["links.session=0"]),

@@ -7,6 +7,8 @@ from collections import Counter
 
 import numpy as np
 
+from nuonuo_core.text import content_words
+
 # Standard BM25 constants (Robertson and Zaragoza, 2009).
 BM25_K1 = 1.2
 BM25_B = 0.75
@@ -130,9 +132,23 @@ class EntityIndex:
         self._names: dict[int, set[str]] = {}
         self._subject_of: dict[int, str] = {}
         self._about: dict[str, set[int]] = {}
+        # Content word -> the subjects with that word, each with all its words.
+        self._subjects_by_word: dict[str, dict[str, frozenset[str]]] = {}
 
     def __len__(self) -> int:
         return len(self._names)
+
+    def subjects_named(self, query_words: list[str] | set[str]) -> set[str]:
+        """Return the subjects (see :meth:`subject_of`) whose every content word,
+        folded as :func:`~nuonuo_core.text.content_words` folds them, is among
+        ``query_words``. A subject without content words is never named."""
+        query_set = set(query_words)
+        found: set[str] = set()
+        for word in query_set:
+            for subject, subject_words in self._subjects_by_word.get(word, {}).items():
+                if subject not in found and subject_words <= query_set:
+                    found.add(subject)
+        return found
 
     def add(self, slot: int, names: set[str], subject: str | None = None) -> None:
         """Index the names of ``slot`` and what it is about, replacing what it had."""
@@ -142,6 +158,10 @@ class EntityIndex:
             self._postings.setdefault(name, set()).add(slot)
         if subject:
             self._subject_of[slot] = subject
+            if subject not in self._about:
+                subject_words = frozenset(content_words(subject))
+                for word in subject_words:
+                    self._subjects_by_word.setdefault(word, {})[subject] = subject_words
             self._about.setdefault(subject, set()).add(slot)
 
     def remove(self, slot: int) -> None:
@@ -157,6 +177,12 @@ class EntityIndex:
             about.discard(slot)
             if not about:
                 del self._about[subject]
+                for word in content_words(subject):
+                    by_word = self._subjects_by_word.get(word)
+                    if by_word is not None:
+                        by_word.pop(subject, None)
+                        if not by_word:
+                            del self._subjects_by_word[word]
 
     def subject_of(self, slot: int) -> str | None:
         """Return the subject of ``slot`` (see :func:`~nuonuo_core.text.memory_subject`), or ``None``."""

@@ -902,7 +902,7 @@ class AssociativeMemory:
                 pooled = [h.top_scores() for h in hits if h is not None]
                 if pooled:
                     scores = np.sort(np.concatenate(pooled))[::-1]
-                    scores = scores[: max(self.config.hopfield_candidates, k)]
+                    scores = scores[: self.config.ranked_candidates(k)]
                     log_normalizer = float(_logsumexp(self.config.beta * scores))
             for partition, partition_hits in zip(partitions, hits):
                 if partition_hits is None:

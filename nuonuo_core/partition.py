@@ -7,6 +7,7 @@ cannot return or pass through another namespace's memories.
 from __future__ import annotations
 
 import atexit
+import functools
 import heapq
 import logging
 import threading
@@ -118,6 +119,12 @@ def new_approximate_index(rows: np.ndarray) -> Any:
     step = max(1, rows.shape[0] // _PQ_TRAINING_ROWS)
     index.train(np.ascontiguousarray(rows[::step][:_PQ_TRAINING_ROWS]))
     return index
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _name_words(name: str) -> tuple[str, ...]:
+    """Return the folded content words of a name, folded as a query's words are."""
+    return tuple(fold_word(w) for w in words(name) if w not in STOPWORDS)
 
 
 def _softmax(values: np.ndarray) -> np.ndarray:
@@ -758,12 +765,13 @@ class Partition:
     ) -> DirectHits | None:
         """Stage 1 of recall: score every allowed memory and keep the top candidates.
 
-        Keeps the best ``hopfield_candidates`` (at least ``k``) whose best cue
+        Keeps the best ``direct_candidates`` (at least ``hopfield_candidates``
+        and ``k``) whose best cue
         reaches ``min_score``; returns ``None`` when there are none.
         """
         config = self.config
         allowed = self.allowed_mask(filter)
-        candidate_count = max(config.hopfield_candidates, k)
+        candidate_count = config.ranked_candidates(k)
         slots, scores, similarity, rows, exact = self.direct_scores(query, query_words, allowed, candidate_count)
         if slots.size == 0:
             return None
@@ -835,6 +843,12 @@ class Partition:
             int(s): Candidate(int(s), float(a), float(v), 0, (int(s),), int(r))
             for s, a, v, r in zip(cand_slots, attention, cand_similarity, cand_rows)
         }
+        about = self._subjects_in_query(query_words)
+        if hops <= 1 and about:
+            subject_of = self.entities.subject_of
+            for slot, candidate in candidates.items():
+                if subject_of(slot) in about:
+                    candidate.score *= config.subject_factor
         if hops > 1:
             # Only the first hopfield_candidates spread, so that asking for more
             # results does not change the scores of the first ones.
@@ -844,12 +858,12 @@ class Partition:
                 self._bridge_seeds = frozenset(int(s) for s in cand_slots[: config.bridge_seeds])
                 try:
                     with self.association.query_context(self._bridge_affects):
-                        self._spread(candidates, k, hops, allowed, slots, similarity, scores, seeds)
+                        self._spread(candidates, k, hops, allowed, slots, similarity, scores, seeds, about)
                 finally:
                     self._bridge_skip = frozenset()
                     self._bridge_seeds = frozenset()
             else:
-                self._spread(candidates, k, hops, allowed, slots, similarity, scores, seeds)
+                self._spread(candidates, k, hops, allowed, slots, similarity, scores, seeds, about)
         ranked = list(candidates.values())
         if len(ranked) > k:
             # Only candidates that reach the k-th best score can rank; sorting
@@ -866,6 +880,13 @@ class Partition:
             for candidate, value in zip(linked, best.tolist()):
                 candidate.similarity = value
         return ranked
+
+    def _subjects_in_query(self, query_words: list[str]) -> frozenset[str]:
+        """Return the subjects (speakers, headings) that the query names; see
+        ``MemoryConfig.subject_factor``."""
+        if self.config.subject_factor == 1.0 or not query_words:
+            return frozenset()
+        return frozenset(self.entities.subjects_named(query_words))
 
     def _bridge_affects(self, slot: int) -> bool:
         """Return whether the query context of name links changes the links of
@@ -888,8 +909,8 @@ class Partition:
         found = set()
         for slot in slots.tolist():
             for name in self.entities.names_of(slot):
-                name_words = [fold_word(w) for w in words(name) if w not in STOPWORDS]
-                if name_words and all(w in query_set for w in name_words):
+                name_words = _name_words(name)
+                if name_words and query_set.issuperset(name_words):
                     found.add(name)
         return frozenset(found)
 
@@ -903,6 +924,7 @@ class Partition:
         similarity: np.ndarray,
         scores: np.ndarray,
         seeds: set[int],
+        about: frozenset[str] = frozenset(),
     ) -> None:
         """Spread the seeds' attention through the association, in place.
 
@@ -914,8 +936,10 @@ class Partition:
         to other hits rise, and memories that no cue matched can enter. Its path is
         the route that carried the most activation to it in a single term. After
         each hop only the ``2 * hopfield_candidates`` strongest memories of the
-        new term spread further. Only the memories whose total can rank among
-        the best ``k`` get a candidate or an updated one.
+        new term spread further. At the end the total of a memory about a subject
+        in ``about`` (which the query names) is multiplied by
+        ``subject_factor``. Only the memories whose total can rank among the
+        best ``k`` get a candidate or an updated one.
         """
         decay = self.config.hop_decay
         beam = 2 * self.config.hopfield_candidates
@@ -977,6 +1001,13 @@ class Partition:
                 next_term = {slot: next_term[slot] for slot in kept}
             term, term_path = next_term, next_path
 
+        if about:
+            # A memory about a subject that the query names is more likely to be what it looks for.
+            factor = self.config.subject_factor
+            subject_of = self.entities.subject_of
+            for slot in total:
+                if subject_of(slot) in about:
+                    total[slot] *= factor
         if len(total) > k:
             # Only memories that reach the k-th best total can be returned; the
             # others keep their candidate, whose score is no higher than their total.

@@ -162,3 +162,24 @@ def test_postings_list_slots_unit_by_unit(monkeypatch, compiled):
     order = np.argsort(units, kind="stable")
     assert postings.slots.tolist() == slots[order].tolist()
     assert postings.pointers.tolist() == [0] + np.cumsum(np.bincount(units, minlength=300)).tolist()
+
+
+def test_subjects_named_by_query_words():
+    from nuonuo_core.lexical import EntityIndex
+    from nuonuo_core.text import lexical_terms
+
+    index = EntityIndex()
+    index.add(0, set(), subject="melanie")
+    index.add(1, set(), subject="west chicago")
+    index.add(2, set(), subject="the who")  # no content words: never named
+    index.add(3, set(), subject="melanie")
+    assert index.subjects_named(lexical_terms("What does Melanie like?")) == {"melanie"}
+    # Every content word of the subject must be in the query.
+    assert index.subjects_named(lexical_terms("Is Chicago big?")) == set()
+    assert index.subjects_named(lexical_terms("Where is West Chicago?")) == {"west chicago"}
+    assert index.subjects_named(lexical_terms("Who sang for The Who?")) == set()
+    # A subject is forgotten once no memory is about it.
+    index.remove(0)
+    assert index.subjects_named(["melanie"]) == {"melanie"}
+    index.remove(3)
+    assert index.subjects_named(["melanie"]) == set()

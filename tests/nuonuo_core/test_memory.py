@@ -109,6 +109,21 @@ def test_single_hop_returns_no_associative_results(hashing_embedder):
     assert all(r.hops == 0 and r.path == (r.id,) for r in results)
 
 
+@pytest.mark.parametrize("hops", [1, 3])
+def test_memories_about_a_named_subject_rank_higher(hashing_embedder, hops):
+    texts = ["Anna: pottery class today", "Boris: pottery class today, pottery"]
+    plain = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(subject_factor=1.0, device="cpu"))
+    boosted = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(device="cpu"))
+    for memory in (plain, boosted):
+        memory.add_many(texts)
+    query = "What pottery does Anna do?"
+    plain_scores = {r.text: r.score for r in plain.recall(query, k=2, hops=hops)}
+    boosted_scores = {r.text: r.score for r in boosted.recall(query, k=2, hops=hops)}
+    factor = MemoryConfig().subject_factor
+    assert boosted_scores[texts[0]] == pytest.approx(factor * plain_scores[texts[0]])
+    assert boosted_scores[texts[1]] == pytest.approx(plain_scores[texts[1]])
+
+
 def test_reopen_gives_identical_recall(tmp_path, real_embedder):
     path = tmp_path / "memory.db"
     queries = ["Who baked bread?", "a kitten adoption", "cello lessons in Oslo"]
