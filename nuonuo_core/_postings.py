@@ -1,7 +1,7 @@
 """Compiled counting sort for the inverted index of the association.
 
 :func:`group_by_unit` lists the slots of a segment unit by unit in two passes
-over the entries. The sort it replaces (``argsort`` and a gather) made three
+over the codes. The sort it replaces (``argsort`` and a gather) made three
 arrays of the entries' size, which at a million memories (50 million entries)
 took most of the time of storing their codes.
 
@@ -22,18 +22,21 @@ AVAILABLE = numba is not None
 
 
 def _count(units: np.ndarray, pointers: np.ndarray) -> None:
-    for i in range(units.shape[0]):
-        pointers[units[i] + 1] += 1
+    for row in range(units.shape[0]):
+        for column in range(units.shape[1]):
+            pointers[units[row, column] + 1] += 1
     for unit in range(1, pointers.shape[0]):
         pointers[unit] += pointers[unit - 1]
 
 
 def _place(units: np.ndarray, slots: np.ndarray, pointers: np.ndarray, out: np.ndarray) -> None:
     next_free = pointers[:-1].copy()
-    for i in range(units.shape[0]):
-        unit = units[i]
-        out[next_free[unit]] = slots[i]
-        next_free[unit] += 1
+    for row in range(units.shape[0]):
+        slot = slots[row]
+        for column in range(units.shape[1]):
+            unit = units[row, column]
+            out[next_free[unit]] = slot
+            next_free[unit] += 1
 
 
 if AVAILABLE:
@@ -44,19 +47,20 @@ if AVAILABLE:
 def group_by_unit(units: np.ndarray, slots: np.ndarray, code_dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the slots listed unit by unit, and where each unit's list starts.
 
-    Within a unit the slots keep the order of the entries (a stable sort).
+    Row ``i`` of ``units`` lists the units of slot ``slots[i]``. Within a unit
+    the slots keep the order of the rows (a stable sort).
 
     Args:
-        units: Unit of each entry, each below ``code_dim``. Shape ``(n,)``.
-        slots: Slot of each entry. Shape ``(n,)``, int32.
+        units: Units of each row, each below ``code_dim``. Shape ``(n, w)``.
+        slots: Slot of each row. Shape ``(n,)``, int32.
         code_dim: Number of units.
 
     Returns:
-        ``(slots, pointers)``: shape ``(n,)`` int32, and ``(code_dim + 1,)``
+        ``(slots, pointers)``: shape ``(n * w,)`` int32, and ``(code_dim + 1,)``
         int64, where the slots of unit ``u`` are ``slots[pointers[u]:pointers[u + 1]]``.
     """
     pointers = np.zeros(code_dim + 1, dtype=np.int64)
     _count(units, pointers)
-    grouped = np.empty(units.shape[0], dtype=np.int32)
+    grouped = np.empty(units.size, dtype=np.int32)
     _place(units, slots, pointers, grouped)
     return grouped, pointers

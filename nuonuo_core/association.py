@@ -81,16 +81,19 @@ class _Postings:
     __slots__ = ("pointers", "slots", "segment_id")
 
     def __init__(self, units: np.ndarray, slots: np.ndarray, code_dim: int, segment_id: int) -> None:
-        key = units.astype(_unit_dtype(code_dim), copy=False)
+        """Index the units of each slot: row ``i`` of ``units`` (shape ``(n, w)``)
+        lists the units of ``slots[i]``."""
+        units = units.astype(_unit_dtype(code_dim), copy=False)
         # Four bytes a posting: slots beyond 2**31 do not occur in one namespace.
         slots = slots.astype(np.int32, copy=False)
         # A stable sort by unit, so slots stay in insertion order within each unit.
         if _postings.AVAILABLE:
-            self.slots, self.pointers = _postings.group_by_unit(key, slots, code_dim)
+            self.slots, self.pointers = _postings.group_by_unit(units, slots, code_dim)
         else:
-            self.slots = slots[np.argsort(key, kind="stable")]
+            flat = units.reshape(-1)
+            self.slots = np.repeat(slots, units.shape[1])[np.argsort(flat, kind="stable")]
             self.pointers = np.zeros(code_dim + 1, dtype=np.int64)
-            np.cumsum(np.bincount(key, minlength=code_dim), out=self.pointers[1:])
+            np.cumsum(np.bincount(flat, minlength=code_dim), out=self.pointers[1:])
         self.segment_id = segment_id
 
     def __len__(self) -> int:
@@ -242,7 +245,11 @@ class Association:
 
     def _add_segment(self, slots: np.ndarray) -> None:
         """Write the current codes of ``slots`` as a new segment, then merge segments."""
-        segment = self._new_segment(np.repeat(slots.astype(np.int32), self.k), self._codes[slots].reshape(-1))
+        if slots[-1] - slots[0] + 1 == slots.shape[0] and bool((np.diff(slots) == 1).all()):
+            codes = self._codes[slots[0] : slots[-1] + 1]  # consecutive slots: no copy
+        else:
+            codes = self._codes[slots]
+        segment = self._new_segment(slots, codes)
         self._home[slots] = segment.segment_id
         self._segments.append(segment)
         # Merge while the newest segment is at least half the size of the one before.
@@ -255,7 +262,7 @@ class Association:
             keep_a = self._alive[slots_a] & (self._home[slots_a] == older.segment_id)
             keep_b = self._alive[slots_b] & (self._home[slots_b] == newer.segment_id)
             slots_all = np.concatenate((slots_a[keep_a], slots_b[keep_b]))
-            merged = self._new_segment(slots_all, np.concatenate((units_a[keep_a], units_b[keep_b])))
+            merged = self._new_segment(slots_all, np.concatenate((units_a[keep_a], units_b[keep_b]))[:, None])
             self._home[slots_all] = merged.segment_id
             self._segments.append(merged)
 
@@ -284,10 +291,17 @@ class Association:
         self.forget_cached_links()
         if a == b:
             return
+        only = ((kind, 0.0 + weight),)
         for source, target in ((a, b), (b, a)):
-            kinds = dict(self._links[source].get(target, ()))
+            links = self._links[source]
+            stored = links.get(target)
+            if stored is None:
+                # The common case, a first link between the two: one kind, nothing to add up.
+                links[target] = self._interned.setdefault(only, only)
+                continue
+            kinds = dict(stored)
             kinds[kind] = kinds.get(kind, 0.0) + weight
-            self._links[source][target] = self._intern(kinds)
+            links[target] = self._intern(kinds)
 
     def _intern(self, kinds: dict[str, float]) -> tuple[tuple[str, float], ...]:
         key = tuple(sorted(kinds.items()))

@@ -156,12 +156,13 @@ def test_postings_list_slots_unit_by_unit(monkeypatch, compiled):
         pytest.skip("Numba is not installed, so there is no compiled grouping")
     monkeypatch.setattr(_postings, "AVAILABLE", compiled)
     rng = np.random.default_rng(0)
-    units = rng.integers(0, 300, 5000).astype(np.uint16)
-    slots = rng.integers(0, 1000, 5000)
+    units = rng.integers(0, 300, (1000, 5)).astype(np.uint16)
+    slots = rng.permutation(1000)
     postings = _Postings(units, slots, 300, segment_id=0)
-    order = np.argsort(units, kind="stable")
-    assert postings.slots.tolist() == slots[order].tolist()
-    assert postings.pointers.tolist() == [0] + np.cumsum(np.bincount(units, minlength=300)).tolist()
+    flat = units.reshape(-1)
+    expected = np.repeat(slots, 5)[np.argsort(flat, kind="stable")]
+    assert postings.slots.tolist() == expected.tolist()
+    assert postings.pointers.tolist() == [0] + np.cumsum(np.bincount(flat, minlength=300)).tolist()
 
 
 def test_subjects_named_by_query_words():
