@@ -191,6 +191,13 @@ class Association:
         slots = np.asarray(slots, dtype=np.int64)
         if slots.size == 0:
             return
+        # The compiled index build does not check bounds, so a unit outside the
+        # code would write outside its arrays.
+        if codes.shape != (slots.shape[0], self.k) or codes.min() < 0 or codes.max() >= self.code_dim:
+            raise ValueError(
+                f"invalid codes: expected shape ({slots.shape[0]}, {self.k}) with units from 0 to "
+                f"{self.code_dim - 1}, got shape {codes.shape} with units from {codes.min()} to {codes.max()}"
+            )
         self._grow(int(slots.max()) + 1)
         for slot in slots.tolist():
             if slot in self._pending_slots:

@@ -147,8 +147,12 @@ def _record_item(record: Any, where: str) -> MemoryItem:
     """Turn one JSON object with ``text`` and optional fields into a memory item."""
     if not isinstance(record, dict):
         raise InvalidInputError(f"{where}: expected an object with a string 'text', got {type(record).__name__}")
-    if not isinstance(record.get("text"), str):
+    if "text" not in record:
         raise InvalidInputError(f"{where}: expected an object with a string 'text', got an object without one")
+    if not isinstance(record["text"], str):
+        raise InvalidInputError(
+            f"{where}: expected a string 'text', got {type(record['text']).__name__} {record['text']!r:.60}"
+        )
     # Metadata that is not an object is passed on as it is, for the memory to reject by name.
     metadata = record.get("metadata") or {}
     title = record.get("title")

@@ -184,3 +184,14 @@ def test_subjects_named_by_query_words():
     assert index.subjects_named(["melanie"]) == {"melanie"}
     index.remove(3)
     assert index.subjects_named(["melanie"]) == set()
+
+
+@pytest.mark.parametrize("value", [-1, 1024])
+def test_set_codes_rejects_units_outside_code(value):
+    association = Association(1024, 8, {})
+    association.set_codes(np.arange(4), np.arange(32).reshape(4, 8))
+    codes = np.zeros((300, 8), dtype=np.int64)
+    codes[5, 3] = value
+    with pytest.raises(ValueError, match="invalid codes"):
+        association.set_codes(np.arange(4, 304), codes)
+    assert association.code(2).tolist() == list(range(16, 24))

@@ -65,6 +65,7 @@ def test_ingest_json_array(tmp_path, capsys):
         ("numbers.json", b"[1, 2]", [], "expected an object with a string 'text', got int"),
         ("list_metadata.jsonl", b'{"text": "hello", "metadata": [1, 2]}\n', [], "metadata must be a mapping, got list"),
         ("no_text.jsonl", b'{"title": "hello"}\n', [], "got an object without one"),
+        ("number_text.jsonl", b'{"text": 5}\n', [], "expected a string 'text', got int 5"),
     ],
 )
 def test_ingest_bad_file(tmp_path, capsys, name, content, extra, expected):
