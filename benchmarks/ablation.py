@@ -26,6 +26,7 @@ VARIANTS: list[tuple[str, list[str]]] = [
     ("single-hop (hops=1)", ["hops=1"]),
     ("no lexical cues (lexical_weight=0)", ["lexical_weight=0"]),
     ("no boost for a subject the query names (subject_factor=1)", ["subject_factor=1"]),
+    ("named subject kept in the query vector (subject_projection=0)", ["subject_projection=0"]),
     ("20 direct hits ranked instead of 40 (direct_candidates=20)", ["direct_candidates=20"]),
     ("no sentence cues (sentence_cues=false)", ["sentence_cues=false"]),
     ("sentence cues ranked half way to the best cue (sentence_cue_weight=0.5)", ["sentence_cue_weight=0.5"]),

@@ -109,6 +109,19 @@ class MemoryConfig:
     speaker still leads to its neighbours. 1 turns it off; on the quality
     benchmark 2, 3 and 5 gave about the same LoCoMo recall."""
 
+    subject_projection: float = 1.0
+    """How much of the direction of a subject that the query names (see
+    ``subject_factor``) is taken out of the query vector before the first stage,
+    scaled by how common the subject is: ``1 - idf / idf of a subject of one
+    memory``. A speaker of half the turns of a conversation hardly separates
+    the turns, yet the name pulls the query toward every short turn of that
+    speaker. Without it the rest of the question decides, while
+    ``subject_factor`` still ranks the speaker's turns first. A rare subject,
+    such as the heading of one document, stays in the query. Only
+    :meth:`~nuonuo_core.memory.AssociativeMemory.recall` applies it, embedding
+    each subject's name once. Results still report their similarity to the query
+    as given; ``min_score`` compares with the changed query. 0 turns it off."""
+
     sentence_cue_weight: float = 0.9
     """How far a memory's score moves from its text cue's similarity toward its
     best sentence cue's, when that one is higher: 0 ignores sentence cues for
@@ -202,7 +215,7 @@ class MemoryConfig:
                 raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
         if not _is_real(self.subject_factor) or self.subject_factor < 1:
             raise ConfigError(f"subject_factor must be a finite number >= 1, got {self.subject_factor!r}")
-        for name in ("settle_weight", "hop_decay", "sentence_cue_weight"):
+        for name in ("settle_weight", "hop_decay", "sentence_cue_weight", "subject_projection"):
             value = getattr(self, name)
             if not _is_real(value) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be a number from 0 to 1, got {value!r}")

@@ -150,6 +150,18 @@ class EntityIndex:
                     found.add(subject)
         return found
 
+    def commonness(self, subject: str) -> float:
+        """Return how little naming ``subject`` separates the memories: 0 for a
+        subject of one memory, rising toward 1 as more of the memories are about it.
+
+        It is ``1 - idf(df) / idf(1)``, with ``df`` the number of memories about
+        the subject and the idf of :meth:`neighbours`."""
+        df = len(self._about.get(subject, ()))
+        n = len(self)
+        if df == 0 or n == 0:
+            return 0.0
+        return max(0.0, 1.0 - self._idf(df, n) / self._idf(1, n))
+
     def add(self, slot: int, names: set[str], subject: str | None = None) -> None:
         """Index the names of ``slot`` and what it is about, replacing what it had."""
         self.remove(slot)

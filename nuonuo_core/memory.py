@@ -177,6 +177,8 @@ class AssociativeMemory:
         self.config = config
         self.device = config.torch_device
         self._embedder = embedder
+        # Subject name -> its embedding; see MemoryConfig.subject_projection.
+        self._subject_vectors: dict[str, np.ndarray] = {}
         self._dim: int | None = embedder.dim if embedder is not None else None
         if self._storage is not None:
             stored_dim = self._storage.get_meta("embedding_dim")
@@ -800,7 +802,10 @@ class AssociativeMemory:
 
         # With an English-only model, texts in other scripts need shared characters.
         if not _reads_english_only(self.embedder):
-            return self._recall_vector(query_vector, k, hops, namespaces, checked_filter, lexical_terms(query))
+            return self._recall_vector(
+                query_vector, k, hops, namespaces, checked_filter, lexical_terms(query),
+                subject_vector=self._subject_vector,
+            )
         query_unfamiliar = unfamiliar_share(query) > UNFAMILIAR_SHARE
         query_features = character_features(query)
 
@@ -813,7 +818,8 @@ class AssociativeMemory:
         # unrelated ones, so look further down before the check.
         fetch = k + _UNFAMILIAR_EXTRA_CANDIDATES if query_unfamiliar else k
         results = self._recall_vector(
-            query_vector, fetch, hops, namespaces, checked_filter, lexical_terms(query), is_match
+            query_vector, fetch, hops, namespaces, checked_filter, lexical_terms(query), is_match,
+            subject_vector=self._subject_vector,
         )
         return results[:k]
 
@@ -883,18 +889,22 @@ class AssociativeMemory:
         filter: dict[str, Any] | None,
         query_words: list[str],
         is_match: Callable[[str], bool] | None = None,
+        subject_vector: Callable[[str], np.ndarray] | None = None,
     ) -> list[RecallResult]:
         """Recall by a checked unit vector in each namespace and merge the results.
 
         ``is_match``, when given, must accept the text of the direct hit that
         starts each result's path; results from a rejected hit are dropped.
+        ``subject_vector``, when given, embeds a subject's name, so that the
+        subjects the query names are taken out of the query vector (see
+        ``MemoryConfig.subject_projection``).
         """
         with self._lock:
             self._check_open()
             found: list[tuple[Partition, Candidate]] = []
             partitions = [self._partitions.get(namespace) for namespace in namespaces]
             partitions = [p for p in partitions if p is not None and len(p) > 0]
-            hits = [p.direct_hits(vector, query_words, k, filter) for p in partitions]
+            hits = [p.direct_hits(vector, query_words, k, filter, subject_vector) for p in partitions]
             log_normalizer = None
             if len(partitions) > 1:
                 # Share attention among the candidates of all namespaces, so that
@@ -919,6 +929,17 @@ class AssociativeMemory:
                 found.extend((partition, candidate) for candidate in candidates)
             found.sort(key=lambda pc: (-pc[1].score, pc[1].hops))
             return [self._result(partition, candidate) for partition, candidate in found[:k]]
+
+    def _subject_vector(self, subject: str) -> np.ndarray:
+        """Return the unit embedding of a subject's name (lower-cased, as subjects
+        are kept), float32, embedded once per memory; called with the lock held."""
+        vector = self._subject_vectors.get(subject)
+        if vector is None:
+            vector = self._embed([subject])[0].astype(np.float32)
+            norm = float(np.linalg.norm(vector))
+            vector = vector / np.float32(norm) if norm > 0 else vector
+            self._subject_vectors[subject] = vector
+        return vector
 
     def _result(self, partition: Partition, candidate: Candidate) -> RecallResult:
         entry = partition.entries[candidate.slot]

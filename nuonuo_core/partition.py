@@ -201,6 +201,9 @@ class DirectHits:
     top: np.ndarray
     """Positions in ``slots`` of the candidates, best first."""
     allowed: np.ndarray | None
+    query: torch.Tensor | None = None
+    """The query vector the memories were scored by, where it differs from
+    the one given (see ``MemoryConfig.subject_projection``)."""
 
     def top_scores(self) -> np.ndarray:
         """Scores of the candidates, best first."""
@@ -762,16 +765,27 @@ class Partition:
         query_words: list[str],
         k: int,
         filter: dict[str, Any] | None,
+        subject_vector: Callable[[str], np.ndarray] | None = None,
     ) -> DirectHits | None:
         """Stage 1 of recall: score every allowed memory and keep the top candidates.
 
         Keeps the best ``direct_candidates`` (at least ``hopfield_candidates``
         and ``k``) whose best cue
         reaches ``min_score``; returns ``None`` when there are none.
+
+        Args:
+            subject_vector: Embeds the name of a subject; when given, the
+                subjects the query names are taken out of the query vector
+                (see ``MemoryConfig.subject_projection``).
         """
         config = self.config
         allowed = self.allowed_mask(filter)
         candidate_count = config.ranked_candidates(k)
+        scored_query = None
+        if subject_vector is not None and config.subject_projection > 0 and query_words:
+            scored_query = self._without_subjects(query, query_words, subject_vector)
+            if scored_query is not None:
+                query = scored_query
         slots, scores, similarity, rows, exact = self.direct_scores(query, query_words, allowed, candidate_count)
         if slots.size == 0:
             return None
@@ -786,7 +800,34 @@ class Partition:
         top = top[similarity[top] >= config.min_score]
         if top.size == 0:
             return None
-        return DirectHits(slots, scores, similarity, rows, top, allowed)
+        return DirectHits(slots, scores, similarity, rows, top, allowed, scored_query)
+
+    def _without_subjects(
+        self, query: torch.Tensor, query_words: list[str], subject_vector: Callable[[str], np.ndarray]
+    ) -> torch.Tensor | None:
+        """Return the unit query vector with the direction of each subject it
+        names removed in proportion to the subject's commonness (see
+        ``MemoryConfig.subject_projection``), or ``None`` when nothing changes.
+
+        ``subject_vector`` must return unit vectors."""
+        named = self.entities.subjects_named(query_words)
+        if not named:
+            return None
+        projected = None
+        for subject in sorted(named):
+            strength = self.config.subject_projection * self.entities.commonness(subject)
+            if strength <= 0:
+                continue
+            if projected is None:
+                projected = query.detach().to("cpu", torch.float32).numpy().copy()
+            direction = subject_vector(subject)
+            projected -= np.float32(strength * float(projected @ direction)) * direction
+        if projected is None:
+            return None
+        norm = float(np.linalg.norm(projected))
+        if not norm > 1e-6:
+            return None
+        return torch.from_numpy(projected / np.float32(norm)).to(query.device, query.dtype)
 
     def recall(
         self,
@@ -797,6 +838,7 @@ class Partition:
         filter: dict[str, Any] | None,
         hits: DirectHits | None = None,
         log_normalizer: float | None = None,
+        subject_vector: Callable[[str], np.ndarray] | None = None,
     ) -> list[Candidate]:
         """Run the full recall inside this partition and return the best ``k`` candidates.
 
@@ -812,12 +854,17 @@ class Partition:
             log_normalizer: ``log(sum(exp(beta * score)))`` over the candidates of
                 every namespace searched together, so that attention is shared
                 among all of them; ``None`` normalises within this partition.
+            subject_vector: See :meth:`direct_hits`.
         """
         config = self.config
         if hits is None:
-            hits = self.direct_hits(query, query_words, k, filter)
+            hits = self.direct_hits(query, query_words, k, filter, subject_vector)
         if hits is None:
             return []
+        # Every similarity returned is to the query as given.
+        given_query = query
+        if hits.query is not None:
+            query = hits.query
         slots, scores, similarity, rows, allowed = hits.slots, hits.scores, hits.similarity, hits.rows, hits.allowed
         top = hits.top
         cand_slots = slots[top]
@@ -876,9 +923,17 @@ class Partition:
         # similarity; the ones returned get it in float32.
         linked = [c for c in ranked if c.hops > 0]
         if linked:
-            _, best, _ = self._best_cues(np.array([c.slot for c in linked], dtype=np.int64), query)
+            _, best, _ = self._best_cues(np.array([c.slot for c in linked], dtype=np.int64), given_query)
             for candidate, value in zip(linked, best.tolist()):
                 candidate.similarity = value
+        if hits.query is not None:
+            # Scored by the query without its subjects: a direct hit reports the
+            # similarity of the cue that matched to the query as given.
+            direct = [c for c in ranked if c.hops == 0]
+            if direct:
+                rows = np.array([c.cue_row for c in direct], dtype=np.int64)
+                for candidate, value in zip(direct, self.exact_cue_scores(rows, given_query).tolist()):
+                    candidate.similarity = value
         return ranked
 
     def _subjects_in_query(self, query_words: list[str]) -> frozenset[str]:

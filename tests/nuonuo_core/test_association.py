@@ -195,3 +195,20 @@ def test_set_codes_rejects_units_outside_code(value):
     with pytest.raises(ValueError, match="invalid codes"):
         association.set_codes(np.arange(4, 304), codes)
     assert association.code(2).tolist() == list(range(16, 24))
+
+
+def test_subject_commonness_grows_with_the_memories_about_it():
+    from nuonuo_core.lexical import EntityIndex
+
+    index = EntityIndex()
+    for slot in range(6):
+        index.add(slot, set(), subject="melanie" if slot < 4 else f"title {slot}")
+    index.add(6, set())  # about nothing
+    # A subject of a single memory tells it apart fully; an unknown one too.
+    assert index.commonness("title 4") == 0.0
+    assert index.commonness("nobody") == 0.0
+    assert 0.0 < index.commonness("melanie") < 1.0
+    index.add(7, set(), subject="melanie")
+    more = index.commonness("melanie")
+    index.remove(7)
+    assert more > index.commonness("melanie")

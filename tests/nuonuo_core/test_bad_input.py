@@ -516,3 +516,9 @@ def test_recall_by_vector_rejects_str_query_words():
 def test_config_rejects_infinite_number(field):
     with pytest.raises(ConfigError, match=f"{field} must be a .*finite number"):
         MemoryConfig(**{field: float("inf")})
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), True, "1"])
+def test_config_rejects_subject_projection_out_of_range(value):
+    with pytest.raises(ConfigError, match="subject_projection must be a number from 0 to 1"):
+        MemoryConfig(subject_projection=value)

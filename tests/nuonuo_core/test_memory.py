@@ -124,6 +124,46 @@ def test_memories_about_a_named_subject_rank_higher(hashing_embedder, hops):
     assert boosted_scores[texts[1]] == pytest.approx(plain_scores[texts[1]])
 
 
+GARDEN_TURNS = [
+    "Anna: hello there",
+    "Anna: good morning",
+    "Anna: thanks a lot",
+    "Anna: my garden has roses, tulips, daisies and a pond",
+    "Boris: I bought a bike",
+]
+
+
+@pytest.mark.parametrize("hops", [1, 3])
+def test_recall_takes_common_named_subject_out(hashing_embedder, hops):
+    kept = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(subject_projection=0.0, device="cpu"))
+    taken_out = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(device="cpu"))
+    for memory in (kept, taken_out):
+        memory.add_many(GARDEN_TURNS)
+    query = "Which flowers does Anna grow in her garden?"
+    before = {r.text: r for r in kept.recall(query, k=5, hops=hops)}
+    after = {r.text: r for r in taken_out.recall(query, k=5, hops=hops)}
+    garden, greeting = GARDEN_TURNS[3], GARDEN_TURNS[0]
+    # Turns that match the query only by the speaker's name lose ground...
+    assert after[greeting].score / after[garden].score < before[greeting].score / before[garden].score
+    # ...while each result's similarity is still to the query as given.
+    for text, result in after.items():
+        assert result.similarity == pytest.approx(before[text].similarity, abs=1e-5)
+    # Only the text recall embeds names: recall by vector is unchanged.
+    vector = hashing_embedder.encode([query])[0]
+    by_vector = [(r.text, r.score) for r in taken_out.recall_by_vector(vector, k=5, hops=hops)]
+    assert by_vector == [(r.text, r.score) for r in kept.recall_by_vector(vector, k=5, hops=hops)]
+
+
+def test_recall_keeps_subject_of_one_memory(hashing_embedder):
+    texts = ["Anna: my garden has roses", "Boris: I bought a bike", "Chen: good morning"]
+    kept = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(subject_projection=0.0, device="cpu"))
+    default = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(device="cpu"))
+    for memory in (kept, default):
+        memory.add_many(texts)
+    query = "Which flowers does Anna grow?"
+    assert [(r.text, r.score) for r in default.recall(query, k=3)] == [(r.text, r.score) for r in kept.recall(query, k=3)]
+
+
 def test_reopen_gives_identical_recall(tmp_path, real_embedder):
     path = tmp_path / "memory.db"
     queries = ["Who baked bread?", "a kitten adoption", "cello lessons in Oslo"]
