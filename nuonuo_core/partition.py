@@ -614,6 +614,8 @@ class Partition:
         if index is None:
             return None
         query_array = query.to("cpu").numpy().astype(np.float32)[None, :]
+        # NOTE: sized for hopfield_candidates, not direct_candidates (40). The
+        # rows usually cover many more memories than that, but this is not checked.
         row_count = _PQ_ROWS_PER_CANDIDATE * max(self.config.hopfield_candidates, 10)
         _, found = index.search(query_array, row_count)
         rows = found[0][found[0] >= 0]
