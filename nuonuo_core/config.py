@@ -106,7 +106,8 @@ class MemoryConfig:
     :func:`~nuonuo_core.text.memory_subject`) the query names with all its
     content words. It ranks what the query is about above memories that only
     resemble it, without changing which memories spread: a turn of the other
-    speaker still leads to its neighbours. 1 turns it off; on the quality
+    speaker still leads to its neighbours. 1 turns the boost off, but not
+    ``subject_projection``; on the quality
     benchmark 2, 3 and 5 gave about the same LoCoMo recall."""
 
     subject_projection: float = 1.0
@@ -172,7 +173,9 @@ class MemoryConfig:
 
     min_score: float = 0.0
     """Memories whose best cue has a cosine similarity to the query below this
-    are not returned as direct hits, nor spread from."""
+    are not returned as direct hits, nor spread from. In a recall from text the
+    query is the one without the common subjects it names (see
+    ``subject_projection``)."""
 
     deduplicate: bool = True
     """Adding a text already stored in the same namespace returns the existing id

@@ -156,11 +156,18 @@ class EntityIndex:
 
         It is ``1 - idf(df) / idf(1)``, with ``df`` the number of memories about
         the subject and the idf of :meth:`neighbours`."""
-        df = len(self._about.get(subject, ()))
-        n = len(self)
+        return self.commonness_of_count(self.about_count(subject), len(self))
+
+    def about_count(self, subject: str) -> int:
+        """Return the number of memories about ``subject``."""
+        return len(self._about.get(subject, ()))
+
+    @classmethod
+    def commonness_of_count(cls, df: int, n: int) -> float:
+        """Return :meth:`commonness` of a subject that ``df`` of ``n`` memories are about."""
         if df == 0 or n == 0:
             return 0.0
-        return max(0.0, 1.0 - self._idf(df, n) / self._idf(1, n))
+        return max(0.0, 1.0 - cls._idf(df, n) / cls._idf(1, n))
 
     def add(self, slot: int, names: set[str], subject: str | None = None) -> None:
         """Index the names of ``slot`` and what it is about, replacing what it had."""

@@ -39,6 +39,7 @@ from nuonuo_core.errors import (
 from nuonuo_core.filters import matches_filter, validate_filter
 from nuonuo_core.functional import Projection, make_projection, winner_take_all
 from nuonuo_core.cues import derive_cues, group_for_embedding
+from nuonuo_core.lexical import EntityIndex
 from nuonuo_core.partition import Candidate, CueInfo, Entry, Partition
 from nuonuo_core.storage import LoadedMemories, Storage, StoredCue, StoredMemory
 from nuonuo_core.text import lexical_terms, normalize_text
@@ -904,7 +905,12 @@ class AssociativeMemory:
             found: list[tuple[Partition, Candidate]] = []
             partitions = [self._partitions.get(namespace) for namespace in namespaces]
             partitions = [p for p in partitions if p is not None and len(p) > 0]
-            hits = [p.direct_hits(vector, query_words, k, filter, subject_vector) for p in partitions]
+            scored_query = None
+            if subject_vector is not None and self.config.subject_projection > 0 and query_words:
+                scored_query = _without_subjects(
+                    vector, partitions, query_words, self.config.subject_projection, subject_vector
+                )
+            hits = [p.direct_hits(vector, query_words, k, filter, scored_query) for p in partitions]
             log_normalizer = None
             if len(partitions) > 1:
                 # Share attention among the candidates of all namespaces, so that
@@ -1264,6 +1270,44 @@ def _copy_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
 def _logsumexp(values: np.ndarray) -> float:
     peak = float(values.max())
     return peak + float(np.log(np.exp(values - peak).sum()))
+
+
+def _without_subjects(
+    query: torch.Tensor,
+    partitions: Sequence[Partition],
+    query_words: list[str],
+    projection: float,
+    subject_vector: Callable[[str], np.ndarray],
+) -> torch.Tensor | None:
+    """Return the unit query with the direction of each subject it names removed,
+    or ``None`` when nothing changes (see ``MemoryConfig.subject_projection``).
+
+    How common a subject is counts over all the namespaces searched, so that
+    they score by one query and their scores compare. ``subject_vector`` must
+    return unit vectors.
+    """
+    named: set[str] = set()
+    for partition in partitions:
+        named |= partition.entities.subjects_named(query_words)
+    if not named:
+        return None
+    total = sum(len(partition.entities) for partition in partitions)
+    projected = None
+    for subject in sorted(named):
+        about = sum(partition.entities.about_count(subject) for partition in partitions)
+        strength = projection * EntityIndex.commonness_of_count(about, total)
+        if strength <= 0:
+            continue
+        if projected is None:
+            projected = query.detach().to("cpu", torch.float32).numpy().copy()
+        direction = subject_vector(subject)
+        projected -= np.float32(strength * float(projected @ direction)) * direction
+    if projected is None:
+        return None
+    norm = float(np.linalg.norm(projected))
+    if not norm > 1e-6:
+        return None
+    return torch.from_numpy(projected / np.float32(norm)).to(query.device, query.dtype)
 
 
 def _rare_word_limit(memory_count: int) -> int:

@@ -767,7 +767,7 @@ class Partition:
         query_words: list[str],
         k: int,
         filter: dict[str, Any] | None,
-        subject_vector: Callable[[str], np.ndarray] | None = None,
+        scored_query: torch.Tensor | None = None,
     ) -> DirectHits | None:
         """Stage 1 of recall: score every allowed memory and keep the top candidates.
 
@@ -776,18 +776,14 @@ class Partition:
         reaches ``min_score``; returns ``None`` when there are none.
 
         Args:
-            subject_vector: Embeds the name of a subject; when given, the
-                subjects the query names are taken out of the query vector
-                (see ``MemoryConfig.subject_projection``).
+            scored_query: The unit vector to score the memories by, when it
+                differs from ``query`` (see ``MemoryConfig.subject_projection``).
         """
         config = self.config
         allowed = self.allowed_mask(filter)
         candidate_count = config.ranked_candidates(k)
-        scored_query = None
-        if subject_vector is not None and config.subject_projection > 0 and query_words:
-            scored_query = self._without_subjects(query, query_words, subject_vector)
-            if scored_query is not None:
-                query = scored_query
+        if scored_query is not None:
+            query = scored_query
         slots, scores, similarity, rows, exact = self.direct_scores(query, query_words, allowed, candidate_count)
         if slots.size == 0:
             return None
@@ -804,33 +800,6 @@ class Partition:
             return None
         return DirectHits(slots, scores, similarity, rows, top, allowed, scored_query)
 
-    def _without_subjects(
-        self, query: torch.Tensor, query_words: list[str], subject_vector: Callable[[str], np.ndarray]
-    ) -> torch.Tensor | None:
-        """Return the unit query vector with the direction of each subject it
-        names removed in proportion to the subject's commonness (see
-        ``MemoryConfig.subject_projection``), or ``None`` when nothing changes.
-
-        ``subject_vector`` must return unit vectors."""
-        named = self.entities.subjects_named(query_words)
-        if not named:
-            return None
-        projected = None
-        for subject in sorted(named):
-            strength = self.config.subject_projection * self.entities.commonness(subject)
-            if strength <= 0:
-                continue
-            if projected is None:
-                projected = query.detach().to("cpu", torch.float32).numpy().copy()
-            direction = subject_vector(subject)
-            projected -= np.float32(strength * float(projected @ direction)) * direction
-        if projected is None:
-            return None
-        norm = float(np.linalg.norm(projected))
-        if not norm > 1e-6:
-            return None
-        return torch.from_numpy(projected / np.float32(norm)).to(query.device, query.dtype)
-
     def recall(
         self,
         query: torch.Tensor,
@@ -840,7 +809,7 @@ class Partition:
         filter: dict[str, Any] | None,
         hits: DirectHits | None = None,
         log_normalizer: float | None = None,
-        subject_vector: Callable[[str], np.ndarray] | None = None,
+        scored_query: torch.Tensor | None = None,
     ) -> list[Candidate]:
         """Run the full recall inside this partition and return the best ``k`` candidates.
 
@@ -856,11 +825,11 @@ class Partition:
             log_normalizer: ``log(sum(exp(beta * score)))`` over the candidates of
                 every namespace searched together, so that attention is shared
                 among all of them; ``None`` normalises within this partition.
-            subject_vector: See :meth:`direct_hits`.
+            scored_query: See :meth:`direct_hits`.
         """
         config = self.config
         if hits is None:
-            hits = self.direct_hits(query, query_words, k, filter, subject_vector)
+            hits = self.direct_hits(query, query_words, k, filter, scored_query)
         if hits is None:
             return []
         # Every similarity returned is to the query as given.
@@ -930,11 +899,11 @@ class Partition:
                 candidate.similarity = value
         if hits.query is not None:
             # Scored by the query without its subjects: a direct hit reports the
-            # similarity of the cue that matched to the query as given.
+            # similarity of its best cue to the query as given.
             direct = [c for c in ranked if c.hops == 0]
             if direct:
-                rows = np.array([c.cue_row for c in direct], dtype=np.int64)
-                for candidate, value in zip(direct, self.exact_cue_scores(rows, given_query).tolist()):
+                _, best, _ = self._best_cues(np.array([c.slot for c in direct], dtype=np.int64), given_query)
+                for candidate, value in zip(direct, best.tolist()):
                     candidate.similarity = value
         return ranked
 

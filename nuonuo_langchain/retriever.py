@@ -29,7 +29,8 @@ SEARCH_KWARGS = frozenset({"k", "hops", "filter"})
 """Keys accepted in ``search_kwargs``."""
 
 SCORE_KEY = "score"
-"""Document metadata key of the recall score, from 0 to 1, that ranks results."""
+"""Document metadata key of the recall score that ranks results: a share of the
+attention, which rises above 1 through links or a named speaker."""
 
 SIMILARITY_KEY = "similarity"
 """Document metadata key of the cosine similarity of the best cue to the query."""

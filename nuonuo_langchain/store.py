@@ -78,7 +78,8 @@ class NuoNuoStore(BaseStore):
     ``create_agent(model, tools, store=NuoNuoStore())``. Items are JSON dicts
     under a namespace and a key. ``search(namespace_prefix, query=...)`` recalls
     the best matching items of every namespace under the prefix, ranked by the
-    recall score (``SearchItem.score``, from 0 to 1); with ``hops`` > 1 it also
+    recall score (``SearchItem.score``, a share of the attention that links or a
+    named speaker can lift above 1); with ``hops`` > 1 it also
     returns items linked to the direct hits, such as items that name the same
     rare word. Without a query, ``search`` lists items in namespace order, then
     in the order they were first put.

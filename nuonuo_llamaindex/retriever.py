@@ -75,7 +75,7 @@ class NuoNuoRetriever(BaseRetriever):
     metadata contains the stored metadata plus ``memory_id``, ``hops``,
     ``similarity`` and ``association_path`` (the list of memory ids from the
     direct hit to the node). ``NodeWithScore.score`` is the memory's activation,
-    from 0 to 1. Nodes that came from a document keep it as their
+    which links or a named speaker can lift above 1. Nodes that came from a document keep it as their
     ``NodeRelationship.SOURCE``.
 
     The memory embeds texts with its own model, so a node's precomputed

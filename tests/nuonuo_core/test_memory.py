@@ -154,6 +154,35 @@ def test_recall_takes_common_named_subject_out(hashing_embedder, hops):
     assert by_vector == [(r.text, r.score) for r in kept.recall_by_vector(vector, k=5, hops=hops)]
 
 
+def test_recall_scores_namespaces_by_one_changed_query(hashing_embedder):
+    # Without the lexical score, which each namespace normalises on its own,
+    # the same memories split over two namespaces score as in one.
+    config = MemoryConfig(device="cpu", hops=1, lexical_weight=0.0)
+    together = AssociativeMemory(embedder=hashing_embedder, config=config)
+    split = AssociativeMemory(embedder=hashing_embedder, config=config)
+    together.add_many(GARDEN_TURNS, namespace=("chat",))
+    split.add_many(GARDEN_TURNS[:3], namespace=("chat", "a"))
+    split.add_many(GARDEN_TURNS[3:], namespace=("chat", "b"))
+    query = "Which flowers does Anna grow in her garden?"
+    expected = {r.text: r.score for r in together.recall(query, k=5, namespace=("chat",))}
+    found = {r.text: r.score for r in split.recall(query, k=5, namespace_prefix=("chat",))}
+    assert found.keys() == expected.keys()
+    for text, score in found.items():
+        assert score == pytest.approx(expected[text], rel=1e-4)
+
+
+def test_recall_reports_best_cue_similarity_to_given_query(hashing_embedder):
+    memory = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(device="cpu"))
+    memory.add_many(GARDEN_TURNS)
+    text = "Anna: my pond has fish"
+    memory.add(text, cues=["anna pond"])
+    query = "Anna pond"
+    vectors = hashing_embedder.encode([query, text, "anna pond"])
+    best = max(float(vectors[1] @ vectors[0]), float(vectors[2] @ vectors[0]))
+    result = next(r for r in memory.recall(query, k=6) if r.text == text)
+    assert result.similarity == pytest.approx(best, abs=2e-3)
+
+
 def test_recall_keeps_subject_of_one_memory(hashing_embedder):
     texts = ["Anna: my garden has roses", "Boris: I bought a bike", "Chen: good morning"]
     kept = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(subject_projection=0.0, device="cpu"))
