@@ -345,8 +345,8 @@ def end_to_end(data_dir: Path, device: str = "cpu") -> dict[str, Any]:
             # costs the same whichever backend embedded the stored turns.
             mixed.inner = embedder
         sample = [q.question for q in questions[:QUERIES]]
-        # Untimed recalls of other questions first, so that the first backend
-        # timed does not also pay for the memory's first queries.
+        # Untimed recalls of other questions first, in case the memory's first
+        # queries cost more, which would fall on the first backend timed.
         for question in questions[QUERIES : QUERIES + 20]:
             big.recall(question.question, 10, hops=3)
         for hops in (1, 3):

@@ -107,8 +107,8 @@ class MemoryConfig:
     content words. It ranks what the query is about above memories that only
     resemble it, without changing which memories spread: a turn of the other
     speaker still leads to its neighbours. 1 turns the boost off, but not
-    ``subject_projection``; on the quality
-    benchmark 2, 3 and 5 gave about the same LoCoMo recall."""
+    ``subject_projection``. On the quality benchmark 2, 3 and 5 gave about the
+    same LoCoMo recall."""
 
     subject_projection: float = 1.0
     """How much of the direction of a subject that the query names (see
@@ -121,7 +121,7 @@ class MemoryConfig:
     such as the heading of one document, stays in the query. Only
     :meth:`~nuonuo_core.memory.AssociativeMemory.recall` applies it, embedding
     each subject's name once. Results still report their similarity to the query
-    as given; ``min_score`` compares with the changed query. 0 turns it off."""
+    as given, and ``min_score`` compares with the changed query. 0 turns it off."""
 
     sentence_cue_weight: float = 0.9
     """How far a memory's score moves from its text cue's similarity toward its

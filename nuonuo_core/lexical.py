@@ -150,21 +150,17 @@ class EntityIndex:
                     found.add(subject)
         return found
 
-    def commonness(self, subject: str) -> float:
-        """Return how little naming ``subject`` separates the memories: 0 for a
-        subject of one memory, rising toward 1 as more of the memories are about it.
-
-        It is ``1 - idf(df) / idf(1)``, with ``df`` the number of memories about
-        the subject and the idf of :meth:`neighbours`."""
-        return self.commonness_of_count(self.about_count(subject), len(self))
-
     def about_count(self, subject: str) -> int:
         """Return the number of memories about ``subject``."""
         return len(self._about.get(subject, ()))
 
     @classmethod
-    def commonness_of_count(cls, df: int, n: int) -> float:
-        """Return :meth:`commonness` of a subject that ``df`` of ``n`` memories are about."""
+    def commonness(cls, df: int, n: int) -> float:
+        """Return how little naming a subject that ``df`` of ``n`` memories are
+        about separates them: 0 for a subject of one memory, rising toward 1 as
+        more of the memories are about it.
+
+        It is ``1 - idf(df) / idf(1)``, with the idf of :meth:`neighbours`."""
         if df == 0 or n == 0:
             return 0.0
         return max(0.0, 1.0 - cls._idf(df, n) / cls._idf(1, n))

@@ -1295,7 +1295,7 @@ def _without_subjects(
     projected = None
     for subject in sorted(named):
         about = sum(partition.entities.about_count(subject) for partition in partitions)
-        strength = projection * EntityIndex.commonness_of_count(about, total)
+        strength = projection * EntityIndex.commonness(about, total)
         if strength <= 0:
             continue
         if projected is None:

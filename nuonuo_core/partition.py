@@ -772,8 +772,8 @@ class Partition:
         """Stage 1 of recall: score every allowed memory and keep the top candidates.
 
         Keeps the best ``direct_candidates`` (at least ``hopfield_candidates``
-        and ``k``) whose best cue
-        reaches ``min_score``; returns ``None`` when there are none.
+        and ``k``) whose best cue reaches ``min_score``, and returns ``None``
+        when there are none.
 
         Args:
             scored_query: The unit vector to score the memories by, when it
@@ -891,20 +891,13 @@ class Partition:
         ranked.sort(key=lambda c: (-c.score, c.hops, c.slot))
         ranked = ranked[:k]
         # A memory reached only through links has the first stage's approximate
-        # similarity; the ones returned get it in float32.
-        linked = [c for c in ranked if c.hops > 0]
-        if linked:
-            _, best, _ = self._best_cues(np.array([c.slot for c in linked], dtype=np.int64), given_query)
-            for candidate, value in zip(linked, best.tolist()):
+        # similarity, and with a changed query every memory has its similarity to
+        # that query. The ones returned get their best cue's, to the query as given.
+        stale = ranked if hits.query is not None else [c for c in ranked if c.hops > 0]
+        if stale:
+            _, best, _ = self._best_cues(np.array([c.slot for c in stale], dtype=np.int64), given_query)
+            for candidate, value in zip(stale, best.tolist()):
                 candidate.similarity = value
-        if hits.query is not None:
-            # Scored by the query without its subjects: a direct hit reports the
-            # similarity of its best cue to the query as given.
-            direct = [c for c in ranked if c.hops == 0]
-            if direct:
-                _, best, _ = self._best_cues(np.array([c.slot for c in direct], dtype=np.int64), given_query)
-                for candidate, value in zip(direct, best.tolist()):
-                    candidate.similarity = value
         return ranked
 
     def _subjects_in_query(self, query_words: list[str]) -> frozenset[str]:
@@ -1028,7 +1021,7 @@ class Partition:
             term, term_path = next_term, next_path
 
         if about:
-            # A memory about a subject that the query names is more likely to be what it looks for.
+            # A memory about a subject that the query names is likely what it looks for.
             factor = self.config.subject_factor
             subject_of = self.entities.subject_of
             for slot in total:

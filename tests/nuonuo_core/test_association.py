@@ -197,18 +197,22 @@ def test_set_codes_rejects_units_outside_code(value):
     assert association.code(2).tolist() == list(range(16, 24))
 
 
-def test_subject_commonness_grows_with_the_memories_about_it():
+def test_subject_commonness_grows():
     from nuonuo_core.lexical import EntityIndex
 
     index = EntityIndex()
     for slot in range(6):
         index.add(slot, set(), subject="melanie" if slot < 4 else f"title {slot}")
     index.add(6, set())  # about nothing
-    # A subject of a single memory tells it apart fully; an unknown one too.
-    assert index.commonness("title 4") == 0.0
-    assert index.commonness("nobody") == 0.0
-    assert 0.0 < index.commonness("melanie") < 1.0
+
+    def commonness(subject: str) -> float:
+        return EntityIndex.commonness(index.about_count(subject), len(index))
+
+    # Naming the subject of a single memory separates it fully, and so does an unknown one.
+    assert commonness("title 4") == 0.0
+    assert commonness("nobody") == 0.0
+    assert 0.0 < commonness("melanie") < 1.0
     index.add(7, set(), subject="melanie")
-    more = index.commonness("melanie")
+    more = commonness("melanie")
     index.remove(7)
-    assert more > index.commonness("melanie")
+    assert more > commonness("melanie")

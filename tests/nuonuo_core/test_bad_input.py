@@ -519,6 +519,6 @@ def test_config_rejects_infinite_number(field):
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), True, "1"])
-def test_config_rejects_subject_projection_out_of_range(value):
+def test_config_rejects_bad_subject_projection(value):
     with pytest.raises(ConfigError, match="subject_projection must be a number from 0 to 1"):
         MemoryConfig(subject_projection=value)

@@ -69,7 +69,7 @@ def test_winner_take_all_rejects_nan():
         winner_take_all(x, projection, 20)
 
 
-def test_rotation_batches_keep_codes_and_row_numbers(monkeypatch):
+def test_rotation_batches_keep_codes(monkeypatch):
     projection = make_projection(384, 4096, blocks=16, seed=0)
     x = unit_rows(700, seed=2)
     whole = winner_take_all(x, projection, 20, rows_per_step=64)

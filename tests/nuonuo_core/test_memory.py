@@ -110,7 +110,7 @@ def test_single_hop_returns_no_associative_results(hashing_embedder):
 
 
 @pytest.mark.parametrize("hops", [1, 3])
-def test_memories_about_a_named_subject_rank_higher(hashing_embedder, hops):
+def test_named_subject_ranks_higher(hashing_embedder, hops):
     texts = ["Anna: pottery class today", "Boris: pottery class today, pottery"]
     plain = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(subject_factor=1.0, device="cpu"))
     boosted = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(device="cpu"))
@@ -135,12 +135,12 @@ GARDEN_TURNS = [
 
 @pytest.mark.parametrize("hops", [1, 3])
 def test_recall_takes_common_named_subject_out(hashing_embedder, hops):
-    kept = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(subject_projection=0.0, device="cpu"))
+    unprojected = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(subject_projection=0.0, device="cpu"))
     taken_out = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(device="cpu"))
-    for memory in (kept, taken_out):
+    for memory in (unprojected, taken_out):
         memory.add_many(GARDEN_TURNS)
     query = "Which flowers does Anna grow in her garden?"
-    before = {r.text: r for r in kept.recall(query, k=5, hops=hops)}
+    before = {r.text: r for r in unprojected.recall(query, k=5, hops=hops)}
     after = {r.text: r for r in taken_out.recall(query, k=5, hops=hops)}
     garden, greeting = GARDEN_TURNS[3], GARDEN_TURNS[0]
     # Turns that match the query only by the speaker's name lose ground...
@@ -151,10 +151,10 @@ def test_recall_takes_common_named_subject_out(hashing_embedder, hops):
     # Only the text recall embeds names: recall by vector is unchanged.
     vector = hashing_embedder.encode([query])[0]
     by_vector = [(r.text, r.score) for r in taken_out.recall_by_vector(vector, k=5, hops=hops)]
-    assert by_vector == [(r.text, r.score) for r in kept.recall_by_vector(vector, k=5, hops=hops)]
+    assert by_vector == [(r.text, r.score) for r in unprojected.recall_by_vector(vector, k=5, hops=hops)]
 
 
-def test_recall_scores_namespaces_by_one_changed_query(hashing_embedder):
+def test_namespaces_share_changed_query(hashing_embedder):
     # Without the lexical score, which each namespace normalises on its own,
     # the same memories split over two namespaces score as in one.
     config = MemoryConfig(device="cpu", hops=1, lexical_weight=0.0)
@@ -171,7 +171,7 @@ def test_recall_scores_namespaces_by_one_changed_query(hashing_embedder):
         assert score == pytest.approx(expected[text], rel=1e-4)
 
 
-def test_recall_reports_best_cue_similarity_to_given_query(hashing_embedder):
+def test_recall_similarity_uses_given_query(hashing_embedder):
     memory = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(device="cpu"))
     memory.add_many(GARDEN_TURNS)
     text = "Anna: my pond has fish"
@@ -185,12 +185,12 @@ def test_recall_reports_best_cue_similarity_to_given_query(hashing_embedder):
 
 def test_recall_keeps_subject_of_one_memory(hashing_embedder):
     texts = ["Anna: my garden has roses", "Boris: I bought a bike", "Chen: good morning"]
-    kept = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(subject_projection=0.0, device="cpu"))
+    unprojected = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(subject_projection=0.0, device="cpu"))
     default = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(device="cpu"))
-    for memory in (kept, default):
+    for memory in (unprojected, default):
         memory.add_many(texts)
     query = "Which flowers does Anna grow?"
-    assert [(r.text, r.score) for r in default.recall(query, k=3)] == [(r.text, r.score) for r in kept.recall(query, k=3)]
+    assert [(r.text, r.score) for r in default.recall(query, k=3)] == [(r.text, r.score) for r in unprojected.recall(query, k=3)]
 
 
 def test_reopen_gives_identical_recall(tmp_path, real_embedder):
