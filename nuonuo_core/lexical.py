@@ -13,6 +13,11 @@ from nuonuo_core.text import content_words
 BM25_K1 = 1.2
 BM25_B = 0.75
 
+# Maximum number of memories that may mention a subject, or be about it, for the
+# subject to still link them, in a namespace of any size. A subject of hundreds of
+# memories does not tell them apart, and linking them all makes a hop cost that many lookups.
+SUBJECT_LINK_CAP = 50
+
 
 class LexicalIndex:
     """Word postings of the memories of one namespace.
@@ -257,7 +262,7 @@ class EntityIndex:
     @staticmethod
     def subject_limit(count: int) -> int:
         """How many memories may mention a subject for mentions of it to still link."""
-        return max(2, count // 50)
+        return max(2, min(SUBJECT_LINK_CAP, count // 50))
 
     @staticmethod
     def _idf(df: int, n: int) -> float:

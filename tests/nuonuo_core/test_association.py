@@ -9,6 +9,7 @@ import torch
 from nuonuo_core import _postings
 from nuonuo_core.association import Association, _Postings
 from nuonuo_core.functional import hebbian_update_
+from nuonuo_core.lexical import SUBJECT_LINK_CAP
 
 CODE_DIM = 256
 K = 8
@@ -216,3 +217,19 @@ def test_subject_commonness_grows():
     more = commonness("melanie")
     index.remove(7)
     assert more > commonness("melanie")
+
+
+@pytest.mark.parametrize("about", [SUBJECT_LINK_CAP, SUBJECT_LINK_CAP + 1])
+def test_subject_links_capped_in_large_namespace(about):
+    from nuonuo_core.lexical import EntityIndex
+
+    index = EntityIndex()
+    for slot in range(about):
+        index.add(slot, set(), subject="melanie")
+    index.add(about, {"melanie"})
+    # Unrelated memories make the namespace large enough that the cap, not the
+    # share of memories, decides.
+    for slot in range(about + 1, 100 * SUBJECT_LINK_CAP):
+        index.add(slot, {f"name {slot}"})
+    linked = set(index.neighbours(about, max_df=2))
+    assert linked == (set(range(about)) if about <= SUBJECT_LINK_CAP else set())
