@@ -64,6 +64,9 @@ class OnnxEncoder:
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = max(1, os.cpu_count() or 1)
+        # Idle pool threads sleep instead of spinning, so that they leave the cores
+        # to the recall that follows a query's embedding.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(
             str(onnx_path), options, providers=["CPUExecutionProvider"]
         )
