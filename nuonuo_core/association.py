@@ -552,6 +552,28 @@ class Association:
                 # links split that share by link weight times the gate. The
                 # links of neighbours_by_kind lead to live memories only.
                 kinds = links_by_kind(slot, context)
+                if len(kinds) == 1:
+                    # A single kind, such as the session links of a memory that
+                    # names nothing, takes all of the activity: no shares to weigh.
+                    ((kind, links),) = kinds.items()
+                    if gate_of is not None:
+                        gated = [(n, w * gate_of(n)) for n, w in links.items() if n not in excluded]
+                    else:
+                        gated = [(n, w) for n, w in links.items() if n not in excluded]
+                    pool_total = 0.0
+                    for _, weight in gated:
+                        pool_total += weight
+                    if pool_total <= 0.0 or kind_weights.get(kind, 0.0) <= 0.0:
+                        continue
+                    scale = amount / pool_total
+                    for neighbour, weight in gated:
+                        contribution = scale * weight
+                        if contribution <= 0.0:
+                            continue
+                        reached[neighbour] = reached.get(neighbour, 0.0) + contribution
+                        if contribution > best_from.get(neighbour, _NOTHING)[0]:
+                            best_from[neighbour] = (contribution, slot)
+                    continue
                 pools = []
                 kind_total = 0.0
                 for kind, links in kinds.items():
