@@ -328,7 +328,15 @@ class SentenceTransformerEmbedder:
             with _offline_hub(), _quiet_transformers():
                 self.model = SentenceTransformer(path, device=device)
         else:
-            self.model = SentenceTransformer(path, device=device)
+            try:
+                self.model = SentenceTransformer(path, device=device)
+            except OSError as error:
+                # A name that is neither installed nor a folder is downloaded from
+                # the Hugging Face Hub. The download fails offline or for an unknown name.
+                raise ConfigError(
+                    f"failed to load embedding model {model_name_or_path!r}: {str(error).rstrip('.')}. Expected a "
+                    "sentence-transformers model name that can be downloaded, or a folder with the model"
+                ) from error
         self.dim = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length)
         self._onnx = None

@@ -7,6 +7,7 @@ import pytest
 
 from nuonuo_core import AssociativeMemory, HashingEmbedder, MemoryConfig
 from nuonuo_core.embedding import SentenceTransformerEmbedder
+from nuonuo_core.errors import ConfigError
 
 TEXTS = [
     "Caroline went to an LGBTQ support group yesterday. It moved her deeply. She now wants to work as a counselor.",
@@ -96,6 +97,13 @@ def test_bfloat16_must_be_bool():
 
     with pytest.raises(ConfigError, match="bfloat16 must be True, False or None, got 'no'"):
         SentenceTransformerEmbedder(backend="torch", bfloat16="no")  # type: ignore[arg-type]
+
+
+def test_unknown_model_named(monkeypatch):
+    # Offline, so that the lookup fails at once instead of trying the network.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="no-such-owner/no-such-model"):
+        SentenceTransformerEmbedder("no-such-owner/no-such-model")
 
 
 def test_bfloat16_close_to_float32(float_embedder):
