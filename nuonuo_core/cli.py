@@ -93,6 +93,11 @@ def _open_memory(path: str | None, must_exist: bool = False):
     from nuonuo_core.storage import default_memory_path
 
     target = Path(path) if path else default_memory_path()
+    if target.is_dir():
+        raise InvalidInputError(
+            f"memory file {str(target)!r} is a folder; expected the path of a memory file, "
+            f"such as {str(target / 'memory.db')!r}"
+        )
     if must_exist and not target.is_file():
         raise InvalidInputError(
             f"memory file {str(target)!r} does not exist; "

@@ -236,11 +236,18 @@ def read_items(path: str | Path, format: InputFormat = "auto") -> list[MemoryIte
     if format == "auto":
         format = detect_format(path)
     if format == "locomo":
-        return locomo_items(read_locomo(path))
-    if format == "jsonl":
-        return list(read_jsonl(path))
-    if format == "json":
-        return read_json_array(path)
-    if format == "text":
-        return list(read_text(path))
-    raise InvalidInputError(f"format must be one of auto, locomo, json, jsonl, text; got {format!r}")
+        items = locomo_items(read_locomo(path))
+    elif format == "jsonl":
+        items = list(read_jsonl(path))
+    elif format == "json":
+        items = read_json_array(path)
+    elif format == "text":
+        items = list(read_text(path))
+    else:
+        raise InvalidInputError(f"format must be one of auto, locomo, json, jsonl, text; got {format!r}")
+    if not items:
+        raise InvalidInputError(
+            f"input file {str(path)!r} contains no memories; expected a LoCoMo conversation, "
+            "a JSON array or JSON lines of memories, or text with one memory per paragraph"
+        )
+    return items

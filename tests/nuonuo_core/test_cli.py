@@ -66,6 +66,9 @@ def test_ingest_json_array(tmp_path, capsys):
         ("list_metadata.jsonl", b'{"text": "hello", "metadata": [1, 2]}\n', [], "metadata must be a mapping, got list"),
         ("no_text.jsonl", b'{"title": "hello"}\n', [], "got an object without one"),
         ("number_text.jsonl", b'{"text": 5}\n', [], "expected a string 'text', got int 5"),
+        ("empty.json", b"", [], "contains no memories"),
+        ("blank.txt", b"\n\n  \n", [], "contains no memories"),
+        ("empty_array.json", b"[]", [], "contains no memories"),
     ],
 )
 def test_ingest_bad_file(tmp_path, capsys, name, content, extra, expected):
@@ -99,6 +102,17 @@ def test_ingest_batch_size_below_one(tmp_path, conversation_file, capsys, size):
 
     assert status == 2
     assert f"--batch-size must be >= 1, got {size}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["recall", "tomatoes"], ["ingest", "notes.txt"]])
+def test_memory_path_is_folder(tmp_path, capsys, command):
+    (tmp_path / "notes.txt").write_text("Tomatoes ripen in July.\n", encoding="utf-8")
+    command = [str(tmp_path / part) if part.endswith(".txt") else part for part in command]
+
+    status = main([*command, "--memory", str(tmp_path)])
+
+    assert status == 2
+    assert "is a folder; expected the path of a memory file" in capsys.readouterr().err
 
 
 def test_recall_missing_file_creates_nothing(tmp_path, capsys):
