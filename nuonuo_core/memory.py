@@ -938,12 +938,19 @@ class AssociativeMemory:
 
     def _subject_vector(self, subject: str) -> np.ndarray:
         """Return the unit embedding of a subject's name (lower-cased, as subjects
-        are kept), float32, embedded once per memory; called with the lock held."""
+        are kept), float32; called with the lock held.
+
+        The last :data:`_SUBJECT_VECTORS_KEPT` names embedded are kept, so that
+        a subject that queries keep naming is embedded once.
+        """
         vector = self._subject_vectors.get(subject)
         if vector is None:
             vector = self._embed([subject])[0].astype(np.float32)
             norm = float(np.linalg.norm(vector))
             vector = vector / np.float32(norm) if norm > 0 else vector
+            if len(self._subject_vectors) >= _SUBJECT_VECTORS_KEPT:
+                # The oldest entry goes first: dictionaries keep insertion order.
+                del self._subject_vectors[next(iter(self._subject_vectors))]
             self._subject_vectors[subject] = vector
         return vector
 
@@ -1322,6 +1329,9 @@ def _rare_word_limit(memory_count: int) -> int:
 
 # Maximum number of memories that may share a name for it to link them, in any namespace.
 _RARE_WORD_CAP = 8
+
+# Maximum number of subject names whose embeddings a memory keeps (1.5 KB each at 384 dimensions).
+_SUBJECT_VECTORS_KEPT = 4096
 
 
 def _content_of(entry: Entry) -> tuple[str, tuple[str | None, ...]]:

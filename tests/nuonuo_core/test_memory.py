@@ -193,6 +193,19 @@ def test_recall_keeps_subject_of_one_memory(hashing_embedder):
     assert [(r.text, r.score) for r in default.recall(query, k=3)] == [(r.text, r.score) for r in unprojected.recall(query, k=3)]
 
 
+def test_subject_vector_cache_bounded(hashing_embedder, monkeypatch):
+    import nuonuo_core.memory as memory_module
+
+    monkeypatch.setattr(memory_module, "_SUBJECT_VECTORS_KEPT", 2)
+    memory = AssociativeMemory(embedder=hashing_embedder, config=MemoryConfig(device="cpu"))
+    # Each speaker has two turns: the name of a subject of one memory is never embedded.
+    memory.add_many([f"{name}: turn {number}" for name in ("Anna", "Boris", "Chen") for number in (1, 2)])
+    for name in ("Anna", "Boris", "Chen"):
+        memory.recall(f"What did {name} say?", k=1)
+    assert len(memory._subject_vectors) == 2
+    assert "anna" not in memory._subject_vectors
+
+
 def test_reopen_gives_identical_recall(tmp_path, real_embedder):
     path = tmp_path / "memory.db"
     queries = ["Who baked bread?", "a kitten adoption", "cello lessons in Oslo"]
