@@ -128,8 +128,7 @@ def measure_learning(vectors: np.ndarray, device: str = "cpu") -> dict[str, floa
         codes = winner_take_all(inputs, projection, 50).cpu().numpy()
         separated = time.perf_counter()
         association.set_codes(np.arange(vectors.shape[0]), codes)
-        for slot in range(1, vectors.shape[0]):
-            association.link(slot - 1, slot, "session", 1.0)
+        association.link_many(zip(range(count - 1), range(1, count)), "session", 1.0)
         finished = time.perf_counter()
         runs.append((finished - started, separated - started, finished - separated))
         del association

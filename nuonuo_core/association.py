@@ -25,7 +25,7 @@ was reached.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -309,6 +309,27 @@ class Association:
             kinds = dict(stored)
             kinds[kind] = kinds.get(kind, 0.0) + weight
             links[target] = self._intern(kinds)
+
+    def link_many(self, pairs: Iterable[tuple[int, int]], kind: str, weight: float) -> None:
+        """Add a link of ``kind`` and ``weight`` between each pair of slots, as
+        :meth:`link` does for one pair, with the per-call work done once."""
+        self.forget_cached_links()
+        only = ((kind, 0.0 + weight),)
+        only = self._interned.setdefault(only, only)
+        all_links = self._links
+        for a, b in pairs:
+            if a == b:
+                continue
+            links_a = all_links[a]
+            links_b = all_links[b]
+            if b not in links_a and a not in links_b:
+                links_a[b] = only
+                links_b[a] = only
+                continue
+            for source, target in ((a, b), (b, a)):
+                kinds = dict(all_links[source].get(target, ()))
+                kinds[kind] = kinds.get(kind, 0.0) + weight
+                all_links[source][target] = self._intern(kinds)
 
     def _intern(self, kinds: dict[str, float]) -> tuple[tuple[str, float], ...]:
         key = tuple(sorted(kinds.items()))

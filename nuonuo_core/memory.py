@@ -590,9 +590,14 @@ class AssociativeMemory:
         slot_of_entry = {id(entry): slot for entry, slot in zip(entries, slots)}
         for entry in entries:
             self._namespace_of[entry.id] = partition.namespace
-        for before, entry in session_links:
-            before_slot = before if isinstance(before, int) else slot_of_entry[id(before)]
-            partition.association.link(before_slot, slot_of_entry[id(entry)], "session", 1.0)
+        partition.association.link_many(
+            (
+                (before if isinstance(before, int) else slot_of_entry[id(before)], slot_of_entry[id(entry)])
+                for before, entry in session_links
+            ),
+            "session",
+            1.0,
+        )
 
     class _Prepared:
         __slots__ = ("entry", "cue_texts", "explicit_id")

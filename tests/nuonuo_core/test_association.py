@@ -233,3 +233,19 @@ def test_subject_links_capped_in_large_namespace(about):
         index.add(slot, {f"name {slot}"})
     linked = set(index.neighbours(about, max_df=2))
     assert linked == (set(range(about)) if about <= SUBJECT_LINK_CAP else set())
+
+
+def test_link_many_matches_link():
+    pairs = [(0, 1), (1, 2), (2, 2), (1, 0), (3, 0), (2, 1)]
+    one_by_one = Association(1024, 8, {"session": 1.0, "explicit": 1.0})
+    batched = Association(1024, 8, {"session": 1.0, "explicit": 1.0})
+    for association in (one_by_one, batched):
+        association.set_codes(np.arange(4), np.arange(32).reshape(4, 8))
+        # A link of another kind first, so that kinds add up on one pair.
+        association.link(3, 0, "explicit", 0.5)
+    for a, b in pairs:
+        one_by_one.link(a, b, "session", 1.0)
+    batched.link_many(pairs, "session", 1.0)
+    for slot in range(4):
+        assert batched.links_of(slot) == one_by_one.links_of(slot)
+    assert batched.links_of(0) == {1: {"session": 2.0}, 3: {"explicit": 0.5, "session": 1.0}}
