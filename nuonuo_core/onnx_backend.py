@@ -64,9 +64,11 @@ class OnnxEncoder:
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = max(1, os.cpu_count() or 1)
-        # Idle pool threads sleep instead of spinning, so that they leave the cores
-        # to the recall that follows a query's embedding.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Pool threads spin between the operators of a run, which keeps a short
+        # query fast, but stop when the run ends, so that they leave the cores to
+        # the recall that follows the query's embedding.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = onnxruntime.InferenceSession(
             str(onnx_path), options, providers=["CPUExecutionProvider"]
         )
