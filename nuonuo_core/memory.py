@@ -945,8 +945,9 @@ class AssociativeMemory:
         """Return the unit embedding of a subject's name (lower-cased, as subjects
         are kept), float32; called with the lock held.
 
-        The last :data:`_SUBJECT_VECTORS_KEPT` names embedded are kept, so that
-        a subject that queries keep naming is embedded once.
+        The last :data:`_SUBJECT_VECTORS_KEPT` names embedded are kept, the
+        oldest dropped first, so a name is embedded again only after that many
+        others.
         """
         vector = self._subject_vectors.get(subject)
         if vector is None:
