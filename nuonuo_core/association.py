@@ -573,28 +573,8 @@ class Association:
                 # links split that share by link weight times the gate. The
                 # links of neighbours_by_kind lead to live memories only.
                 kinds = links_by_kind(slot, context)
-                if len(kinds) == 1:
-                    # A single kind, such as the session links of a memory that
-                    # names nothing, takes all of the activity: no shares to weigh.
-                    ((kind, links),) = kinds.items()
-                    if gate_of is not None:
-                        gated = [(n, w * gate_of(n)) for n, w in links.items() if n not in excluded]
-                    else:
-                        gated = [(n, w) for n, w in links.items() if n not in excluded]
-                    pool_total = 0.0
-                    for _, weight in gated:
-                        pool_total += weight
-                    if pool_total <= 0.0 or kind_weights.get(kind, 0.0) <= 0.0:
-                        continue
-                    scale = amount / pool_total
-                    for neighbour, weight in gated:
-                        contribution = scale * weight
-                        if contribution <= 0.0:
-                            continue
-                        reached[neighbour] = reached.get(neighbour, 0.0) + contribution
-                        if contribution > best_from.get(neighbour, _NOTHING)[0]:
-                            best_from[neighbour] = (contribution, slot)
-                    continue
+                # Each pool is one kind: its share of the activity per unit of gated
+                # weight, and its gated links.
                 pools = []
                 kind_total = 0.0
                 for kind, links in kinds.items():
@@ -602,15 +582,18 @@ class Association:
                         gated = [(n, w * gate_of(n)) for n, w in links.items() if n not in excluded]
                     else:
                         gated = [(n, w) for n, w in links.items() if n not in excluded]
-                    pool_total = sum(w for _, w in gated)
-                    if pool_total > 0.0:
-                        share = kind_weights.get(kind, 0.0)
-                        pools.append((share, gated, pool_total))
+                    pool_total = 0.0
+                    for _, weight in gated:
+                        pool_total += weight
+                    share = kind_weights.get(kind, 0.0)
+                    if pool_total > 0.0 and share > 0.0:
+                        pools.append((share / pool_total, gated))
                         kind_total += share
                 if kind_total <= 0.0:
                     continue
-                for share, gated, pool_total in pools:
-                    scale = amount * share / (kind_total * pool_total)
+                per_share = amount / kind_total
+                for share, gated in pools:
+                    scale = share * per_share
                     for neighbour, weight in gated:
                         contribution = scale * weight
                         if contribution <= 0.0:
