@@ -164,6 +164,12 @@ class MemoryConfig:
     """Number of best direct hits that link through less rare names (see
     ``bridge_names``)."""
 
+    link_common_nouns: bool = False
+    """Let a one-word name link memories even when the memories also write it in
+    lower case, as a common noun ("River" of "Tikhaya Sosna River" beside "a
+    river"). Off by default: such words link memories about unrelated places
+    and things (see :data:`~nuonuo_core.lexical.COMMON_NOUN_SHARE`)."""
+
     sentence_cues: bool = True
     """Add one cue per sentence to memories of more than one sentence."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -17,6 +18,12 @@ BM25_B = 0.75
 # subject to still link them, in a namespace of any size. A subject of hundreds of
 # memories does not tell them apart, and linking them all makes a hop cost that many lookups.
 SUBJECT_LINK_CAP = 50
+
+# A one-word name is a common noun when at least this many memories write it in
+# lower case for every memory that mentions it capitalised ("river", "district",
+# "oblast"). Measured on the quality benchmark: 0 to 0.25 gave the same
+# recall; 0.5 let "oblast" link the rivers and districts of unrelated regions.
+COMMON_NOUN_SHARE = 0.25
 
 
 class LexicalIndex:
@@ -131,14 +138,19 @@ class EntityIndex:
     Not thread-safe; its owner serialises access.
     """
 
-    def __init__(self, subject_weight: float = 10.0) -> None:
+    def __init__(self, subject_weight: float = 10.0, common_noun_share: float | None = COMMON_NOUN_SHARE) -> None:
+        """``common_noun_share``: see :data:`COMMON_NOUN_SHARE`; ``None`` lets
+        every one-word name link."""
         self.subject_weight = subject_weight
+        self.common_noun_share = common_noun_share
         self._postings: dict[str, set[int]] = {}
         self._names: dict[int, set[str]] = {}
         self._subject_of: dict[int, str] = {}
         self._about: dict[str, set[int]] = {}
         # Content word -> the subjects with that word, each with all its words.
         self._subjects_by_word: dict[str, dict[str, frozenset[str]]] = {}
+        # Word -> number of memories that write it in lower case.
+        self._plain_uses: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._names)
@@ -170,9 +182,16 @@ class EntityIndex:
             return 0.0
         return max(0.0, 1.0 - cls._idf(df, n) / cls._idf(1, n))
 
-    def add(self, slot: int, names: set[str], subject: str | None = None) -> None:
-        """Index the names of ``slot`` and what it is about, replacing what it had."""
+    def add(
+        self, slot: int, names: set[str], subject: str | None = None, plain: Iterable[str] = ()
+    ) -> None:
+        """Index the names of ``slot``, what it is about and the words it writes in
+        lower case (:func:`~nuonuo_core.text.plain_words`), replacing its names and
+        subject. The plain words of a text that ``slot`` had must be dropped with
+        :meth:`remove` first."""
         self.remove(slot)
+        for word in plain:
+            self._plain_uses[word] = self._plain_uses.get(word, 0) + 1
         self._names[slot] = set(names)
         for name in names:
             self._postings.setdefault(name, set()).add(slot)
@@ -184,8 +203,15 @@ class EntityIndex:
                     self._subjects_by_word.setdefault(word, {})[subject] = subject_words
             self._about.setdefault(subject, set()).add(slot)
 
-    def remove(self, slot: int) -> None:
-        """Drop ``slot``; nothing happens if it is not there."""
+    def remove(self, slot: int, plain: Iterable[str] = ()) -> None:
+        """Drop ``slot`` and the plain words of its text, ``plain``, as passed to
+        :meth:`add`; nothing happens if it is not there."""
+        for word in plain:
+            left = self._plain_uses.get(word, 0) - 1
+            if left > 0:
+                self._plain_uses[word] = left
+            else:
+                self._plain_uses.pop(word, None)
         for name in self._names.pop(slot, ()):
             posting = self._postings[name]
             posting.discard(slot)
@@ -222,8 +248,10 @@ class EntityIndex:
         """Memories that share a rare name with ``slot``, weighted by the names' idf.
 
         A name is rare when at most ``max_df`` memories mention it. When a name
-        and a longer name containing it link the same pair, both count. Names in
-        ``skip`` link nothing, neither as shared names nor as subjects.
+        and a longer name containing it link the same pair, both count. A one-word
+        name that is a common noun (see :data:`COMMON_NOUN_SHARE`) links nothing
+        as a shared name. Names in ``skip`` link nothing, neither as shared names
+        nor as subjects.
         """
         names = self._names.get(slot)
         if not names:
@@ -235,7 +263,7 @@ class EntityIndex:
                 continue
             posting = self._postings[name]
             df = len(posting)
-            if 2 <= df <= max_df:
+            if 2 <= df <= max_df and not self.is_common_noun(name, df):
                 weight = self._idf(df, n)
                 for other in posting:
                     if other != slot:
@@ -258,6 +286,16 @@ class EntityIndex:
                     if other != slot:
                         neighbours[other] = neighbours.get(other, 0.0) + weight
         return neighbours
+
+    def is_common_noun(self, name: str, df: int) -> bool:
+        """Return whether ``name``, mentioned capitalised by ``df`` memories, is a
+        single word that the memories also write in lower case often enough to be
+        a common noun (see :data:`COMMON_NOUN_SHARE`). Always false when
+        ``common_noun_share`` is ``None``."""
+        if self.common_noun_share is None or " " in name:
+            return False
+        uses = self._plain_uses.get(name, 0)
+        return uses > 0 and uses >= self.common_noun_share * df
 
     @staticmethod
     def subject_limit(count: int) -> int:

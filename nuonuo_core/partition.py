@@ -25,8 +25,16 @@ from nuonuo_core.association import Association
 from nuonuo_core.config import MemoryConfig
 from nuonuo_core.filters import matches_filter
 from nuonuo_core.functional import hopfield_settle
-from nuonuo_core.lexical import EntityIndex, LexicalIndex
-from nuonuo_core.text import STOPWORDS, entity_phrases, fold_word, lexical_terms, memory_subject, words
+from nuonuo_core.lexical import COMMON_NOUN_SHARE, EntityIndex, LexicalIndex
+from nuonuo_core.text import (
+    STOPWORDS,
+    entity_phrases,
+    fold_word,
+    lexical_terms,
+    memory_subject,
+    plain_words,
+    words,
+)
 from nuonuo_core.types import Namespace
 
 logger = logging.getLogger(__name__)
@@ -267,7 +275,7 @@ class Partition:
             config.code_dim, config.k, {"explicit": config.links.explicit, "session": config.links.session}
         )
         self.lexical = LexicalIndex()
-        self.entities = EntityIndex()
+        self.entities = EntityIndex(common_noun_share=None if config.link_common_nouns else COMMON_NOUN_SHARE)
         # Query context of name links during one recall (MemoryConfig.bridge_names):
         # names the query contains, and the direct hits that bridge through less rare names.
         self._bridge_skip: frozenset[str] = frozenset()
@@ -349,6 +357,7 @@ class Partition:
         old = self.entries[slot]
         assert old is not None
         self._kill_cues(old.cue_rows)
+        self.entities.remove(slot, plain_words(old.text))
         if self.slot_of_hash.get(old.content_hash) == slot:
             del self.slot_of_hash[old.content_hash]
         self.entries[slot] = entry
@@ -376,7 +385,7 @@ class Partition:
         self.association.forget_cached_links()
         names = entity_phrases(entry.text)
         self.lexical.add(slot, lexical_terms(entry.text, names))
-        self.entities.add(slot, names, memory_subject(entry.text))
+        self.entities.add(slot, names, memory_subject(entry.text), plain_words(entry.text))
 
     def remove(self, slot: int) -> Entry:
         """Delete the memory in ``slot`` with its cues, code and links; returns its entry."""
@@ -385,7 +394,7 @@ class Partition:
         self._kill_cues(entry.cue_rows)
         self.association.kill(slot)
         self.lexical.remove(slot)
-        self.entities.remove(slot)
+        self.entities.remove(slot, plain_words(entry.text))
         self.association.forget_cached_links()
         del self.slot_of[entry.id]
         if self.slot_of_hash.get(entry.content_hash) == slot:

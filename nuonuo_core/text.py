@@ -11,6 +11,8 @@ from dataclasses import dataclass
 # the "W." of "Harris W. Fawell" does not end one.
 _SENTENCE_END = re.compile(r"(?<![\s.][A-Z]\.)(?<=[.!?])[\"')\]]*\s+|\n+")
 _WORD = re.compile(r"\w+", re.UNICODE)
+# A token of a name or a plain word: letters, digits, apostrophes, hyphens and dots.
+_TOKEN = re.compile(r"[\w'’\-.]+")
 
 # Frequent English function words; they carry no lexical evidence.
 STOPWORDS = frozenset(
@@ -144,7 +146,7 @@ def entity_phrases(text: str) -> set[str]:
     """
     names: set[str] = set()
     for sentence in sentence_spans(text):
-        tokens = re.findall(r"[\w'’\-.]+", text[sentence.start : sentence.end])
+        tokens = _TOKEN.findall(text, sentence.start, sentence.end)
         run: list[str] = []
         for position, token in enumerate(tokens + [""]):
             clean = token.strip(".'’-")
@@ -176,6 +178,21 @@ def _add_name(run: list[str], names: set[str]) -> None:
             if len(words_in) == 1 and (words_in[0] in STOPWORDS or len(words_in[0]) < 2):
                 continue
             names.add(" ".join(words_in))
+
+
+def plain_words(text: str) -> set[str]:
+    """Return the words that a text writes in lower case, other than stopwords.
+
+    A capitalised word that memories also write in lower case ("river" beside
+    "Tikhaya Sosna River") is a common noun, not a name on its own; see
+    :meth:`~nuonuo_core.lexical.EntityIndex.neighbours`.
+    """
+    found = set()
+    for token in _TOKEN.findall(text):
+        clean = token.strip(".'’-")
+        if clean and clean[0].islower() and clean not in STOPWORDS:
+            found.add(clean.lower())
+    return found
 
 
 _SPEAKER = re.compile(r"^\s*([A-Z][\w'’\-]*(?: [A-Z][\w'’\-]*){0,2})\s*:\s+\S")

@@ -151,6 +151,38 @@ def test_entity_neighbours_skip_names():
     assert index.neighbours(2, max_df=2, skip={"bob stone"}) == {}
 
 
+def test_common_noun_links_nothing_as_a_name():
+    from nuonuo_core.lexical import EntityIndex
+    from nuonuo_core.text import entity_phrases, plain_words
+
+    texts = [
+        "The Tikhaya Sosna flows through Belgorod Oblast.",
+        "Priozersky District lies in Leningrad Oblast.",
+        "Stary Oskol is a city of Belgorod Oblast.",
+        "An oblast is a region of Russia.",
+    ]
+    index = EntityIndex()
+    for slot, text in enumerate(texts[:3]):
+        index.add(slot, entity_phrases(text), plain=plain_words(text))
+    assert set(index.neighbours(1, max_df=3)) == {0, 2}
+    # Once a memory writes "oblast" in lower case, the capitalised word is a
+    # common noun and links nothing; the longer name still does.
+    index.add(3, entity_phrases(texts[3]), plain=plain_words(texts[3]))
+    assert index.is_common_noun("oblast", 3)
+    assert index.neighbours(1, max_df=3) == {}
+    assert set(index.neighbours(0, max_df=3)) == {2}
+    index.remove(3, plain_words(texts[3]))
+    assert not index.is_common_noun("oblast", 3)
+    assert set(index.neighbours(1, max_df=3)) == {0, 2}
+
+
+def test_plain_words_are_lower_case_words_only():
+    from nuonuo_core.text import plain_words
+
+    assert plain_words("The River Thames is a river in England.") == {"river"}
+    assert plain_words("Ask Mom's friend about self-care.") == {"friend", "self-care"}
+
+
 @pytest.mark.parametrize("compiled", [True, False])
 def test_postings_list_slots_unit_by_unit(monkeypatch, compiled):
     if compiled and not _postings.AVAILABLE:

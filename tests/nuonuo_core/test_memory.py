@@ -109,6 +109,21 @@ def test_single_hop_returns_no_associative_results(hashing_embedder):
     assert all(r.hops == 0 and r.path == (r.id,) for r in results)
 
 
+def test_common_nouns_follow_update_and_delete(hashing_embedder):
+    memory = AssociativeMemory(embedder=hashing_embedder)
+    memory.add("The Tikhaya Sosna flows through Belgorod Oblast.")
+    memory.add("Priozersky District lies in Leningrad Oblast.")
+    plain = memory.add("An oblast is a region of Russia.")
+    entities = memory._partitions[()].entities
+    assert entities.is_common_noun("oblast", 2)
+    memory.update(plain, text="A province is a region of Russia.")
+    assert not entities.is_common_noun("oblast", 2)
+    memory.update(plain, text="An oblast is a region of Russia.")
+    assert entities.is_common_noun("oblast", 2)
+    memory.delete(plain)
+    assert not entities.is_common_noun("oblast", 2)
+
+
 @pytest.mark.parametrize("hops", [1, 3])
 def test_named_subject_ranks_higher(hashing_embedder, hops):
     texts = ["Anna: pottery class today", "Boris: pottery class today, pottery"]
