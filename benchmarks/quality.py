@@ -102,6 +102,15 @@ DATASET_CHOICES = ("locomo", "musique")
 REFERENCE_FLAT = {("LoCoMo", "all@10"): 0.48, ("MuSiQue", "all@2"): 0.49, ("MuSiQue", "all@5"): 0.64}
 REFERENCE_TOLERANCE = 0.02
 
+# Recall goals of the default NuoNuo system: (task, metric key, goal). The command
+# prints each beside the baselines with whether the default reaches it.
+QUALITY_GOALS: tuple[tuple[str, str, float], ...] = (
+    ("LoCoMo", "all@10", 0.70),
+    ("LoCoMo", "multi-hop@10", 0.50),
+    ("MuSiQue", "all@2", 0.58),
+    ("MuSiQue", "all@5", 0.75),
+)
+
 Scores = dict[str, dict[str, list[float]]]
 """System name -> metric key (``"all@10"``, ``"multi-hop@5"``) -> one value per question."""
 
@@ -263,6 +272,44 @@ def reference_checks(task: RetrievalTask, scores: Scores) -> list[str]:
     return lines
 
 
+def goal_summary(results: dict[str, Scores], *, markdown: bool = False) -> str:
+    """Format :data:`QUALITY_GOALS` as a table, each goal's measure for the
+    baselines and the default NuoNuo system, followed by the measures where
+    that system falls below flat cosine. Empty when the default system did not run."""
+    label = NUONUO_SYSTEMS["nuonuo"].label
+    systems = [FlatCosineRetriever.name, BM25Retriever.name, FusionRetriever.name]
+    rows = []
+    below = []
+
+    for task_name, scores in results.items():
+        default = next((name for name in scores if name.startswith(label)), None)
+        if default is None:
+            continue
+        for task, key, goal in QUALITY_GOALS:
+            if task != task_name:
+                continue
+            measured = mean_of(scores, default, key)
+            category, k = key.split("@")
+            measure = f"{task} recall@{k}" + ("" if category == "all" else f", {category}")
+            row: list[Any] = [measure]
+            row += [mean_of(scores, s, key) if s in scores else float("nan") for s in systems]
+            row += [measured, goal, "yes" if measured >= goal else "NO"]
+            rows.append(row)
+        flat = FlatCosineRetriever.name
+        if flat in scores:
+            below += [
+                f"{task_name} {key}" for key in sorted(scores[flat])
+                if mean_of(scores, default, key) < mean_of(scores, flat, key)
+            ]
+    if not rows:
+        return ""
+
+    headers = ["measure", *systems, label, "goal", "reached"]
+    title = "Recall goals of the default configuration"
+    table = (f"**{title}**\n\n" if markdown else f"{title}\n") + format_table(headers, rows, markdown=markdown)
+    return table + f"\n\n{label} below flat cosine in: {', '.join(below) if below else 'no measure'}"
+
+
 def draw_chart(tasks: Sequence[RetrievalTask], results: dict[str, Scores], path: Path) -> None:
     """Draw grouped bars, one panel per task: recall at the largest cut-off per
     category for LoCoMo, recall at every cut-off for MuSiQue."""
@@ -322,6 +369,9 @@ def write_report(
         checks = reference_checks(task, results[task.name])
         if checks:
             lines += [f"- {line}" for line in checks] + [""]
+    summary = goal_summary(results, markdown=True)
+    if summary:
+        lines += ["## Goals", "", summary, ""]
     lines += ["![recall per system](quality.png)", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
 
@@ -440,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{task_tables(task, results[task.name])}")
         for line in reference_checks(task, results[task.name]):
             print(line)
+    summary = goal_summary(results)
+    if summary:
+        print(f"\n{summary}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_report(out, tasks, results, context)

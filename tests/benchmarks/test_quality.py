@@ -14,6 +14,7 @@ from benchmarks.quality import (
     NuoNuoRetriever,
     build_systems,
     evaluate_task,
+    goal_summary,
     main,
     nuonuo_configs,
 )
@@ -165,6 +166,8 @@ def test_command_writes_report(tmp_path, real_embedder, capsys):
     printed = capsys.readouterr().out
     assert "LoCoMo recall@10" in printed
     assert "MuSiQue recall@5" in printed
+    assert "Recall goals of the default configuration" in printed
+    assert "below flat cosine in: no measure" in printed
     results = json.loads((out / "results.json").read_text())
     # NuoNuo rows carry a mark because --set changed their configuration.
     assert set(results["results"]["LoCoMo"]) == {
@@ -181,6 +184,8 @@ def test_command_writes_report(tmp_path, real_embedder, capsys):
     report = (out / "report.md").read_text()
     assert "lexical_weight=0.5" in report
     assert "| flat cosine |" in report
+    # Every goal is reached when the top k contains every memory.
+    assert "| LoCoMo recall@10, multi-hop | 1.000 | 1.000 | 1.000 | 1.000 | 0.500 | yes |" in report
     assert (tmp_path / "cache.npz").exists()
 
 
@@ -194,3 +199,15 @@ def test_command_rejects_unknown_setting(tmp_path, capsys):
 def test_command_reports_missing_data(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "absent")]) == 2
     assert "benchmark data not found" in capsys.readouterr().err
+
+
+def test_goal_summary_missed_goal_and_measure_below_flat():
+    scores = {
+        "flat cosine": {"all@2": [0.6, 0.6], "all@5": [0.7, 0.7]},
+        "NuoNuo default": {"all@2": [0.5, 0.6], "all@5": [0.8, 0.8]},
+    }
+    lines = goal_summary({"MuSiQue": scores}).splitlines()
+    assert lines[3].split() == ["MuSiQue", "recall@2", "0.600", "n/a", "n/a", "0.550", "0.580", "NO"]
+    assert lines[4].split() == ["MuSiQue", "recall@5", "0.700", "n/a", "n/a", "0.800", "0.750", "yes"]
+    assert lines[-1] == "NuoNuo default below flat cosine in: MuSiQue all@2"
+    assert goal_summary({"MuSiQue": {"flat cosine": scores["flat cosine"]}}) == ""
