@@ -36,6 +36,7 @@ VARIANTS: list[tuple[str, list[str]]] = [
     ("hops not steered by the query (hop_gate=0)", ["hop_gate=0"]),
     ("all link kinds share one pool (spread_by_kind=false)", ["spread_by_kind=false"]),
     ("name links not steered by the query (bridge_names=false)", ["bridge_names=false"]),
+    ("common nouns link as names (link_common_nouns=true)", ["link_common_nouns=true"]),
     ("settle to the fixed point (settle_weight=0.5)", ["settle_weight=0.5"]),
     ("settle only (settle_weight=1)", ["settle_weight=1"]),
 ]
