@@ -41,8 +41,7 @@ def _print_results(results, show_path: bool = True) -> None:
     if not results:
         print("  (nothing recalled)")
     for rank, result in enumerate(results, start=1):
-        label = result.metadata.get("dia_id") or result.id
-        print(f"  {rank}. [{result.score:.3f}] {label}: {result.text}")
+        print(f"  {rank}. [{result.score:.3f}] {result.id}: {result.text}")
         if show_path and result.hops > 0:
             print(f"       reached in {result.hops} hop(s) via: {' -> '.join(result.path)}")
 

@@ -76,11 +76,11 @@ class MemoryConfig:
     """Candidates (N) taken by the exact nearest-neighbour stage before the settle."""
 
     direct_candidates: int = 40
-    """Direct hits of the first stage that are ranked (at least
-    ``hopfield_candidates``). Only the first ``hopfield_candidates`` spread
-    activation to linked memories. The others still rank by their own
-    attention, so a memory just below the best 20 can be returned without
-    being reached through a link."""
+    """Direct hits of the first stage that are ranked; a value below
+    ``hopfield_candidates`` counts as ``hopfield_candidates``. Only the first
+    ``hopfield_candidates`` spread activation to linked memories. The others
+    still rank by their own attention, so a memory just below the best 20 can
+    be returned without being reached through a link."""
 
     beta: float = 8.0
     """Inverse temperature of the softmax attention in the Hopfield settle."""
@@ -168,7 +168,9 @@ class MemoryConfig:
     """Let a one-word name link memories even when the memories also write it in
     lower case, as a common noun ("River" of "Tikhaya Sosna River" beside "a
     river"). Off by default: such words link memories about unrelated places
-    and things (see :data:`~nuonuo_core.lexical.COMMON_NOUN_SHARE`)."""
+    and things (see :data:`~nuonuo_core.lexical.COMMON_NOUN_SHARE`). The rule
+    also stops a one-word name that is a word too ("Mark" beside "mark the
+    date") or that is typed in lower case; longer names ("Mark Evans") link."""
 
     sentence_cues: bool = True
     """Add one cue per sentence to memories of more than one sentence."""
@@ -211,6 +213,8 @@ class MemoryConfig:
         _check_positive_int("ann_threshold", self.ann_threshold)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an int, got {self.seed!r}")
+        if not -(2**63) <= self.seed < 2**64:
+            raise ConfigError(f"seed must be an int from -2**63 to 2**64 - 1 (a torch generator seed), got {self.seed}")
         if self.k >= self.code_dim:
             raise ConfigError(f"k must be smaller than code_dim ({self.code_dim}), got {self.k}")
         if self.code_dim % self.projection_blocks:
@@ -280,7 +284,12 @@ class MemoryConfig:
         """Build a configuration from :meth:`to_dict` output.
 
         Unknown keys, such as fields of a later version, are ignored with a warning.
+
+        Raises:
+            ConfigError: when ``values`` is not a dict, or a value is invalid.
         """
+        if not isinstance(values, dict):
+            raise ConfigError(f"a configuration must be a dict of fields, got {type(values).__name__} {values!r:.80}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -457,7 +457,9 @@ def test_english_query_skips_unreadable_memories(mixed_scripts, mode):
     assert ids["pets"] not in {r.id for r in results}
 
 
-@pytest.mark.parametrize("field", ["spread_by_kind", "bridge_names", "sentence_cues", "deduplicate"])
+@pytest.mark.parametrize(
+    "field", ["spread_by_kind", "bridge_names", "link_common_nouns", "sentence_cues", "deduplicate"]
+)
 def test_config_rejects_non_bool_flag(field):
     with pytest.raises(ConfigError, match=f"{field} must be True or False, got 'yes'"):
         MemoryConfig(**{field: "yes"})
@@ -522,3 +524,15 @@ def test_config_rejects_infinite_number(field):
 def test_config_rejects_bad_subject_projection(value):
     with pytest.raises(ConfigError, match="subject_projection must be a number from 0 to 1"):
         MemoryConfig(subject_projection=value)
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1])
+def test_config_rejects_seed_out_of_generator_range(value):
+    with pytest.raises(ConfigError, match=f"seed must be an int from -2\\*\\*63 to 2\\*\\*64 - 1 .*got {value}"):
+        MemoryConfig(seed=value)
+
+
+@pytest.mark.parametrize("value", ["notadict", ["seed", 1], None])
+def test_config_from_dict_rejects_non_dict(value):
+    with pytest.raises(ConfigError, match="a configuration must be a dict of fields, got"):
+        MemoryConfig.from_dict(value)
