@@ -214,7 +214,9 @@ class MemoryConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an int, got {self.seed!r}")
         if not -(2**63) <= self.seed < 2**64:
-            raise ConfigError(f"seed must be an int from -2**63 to 2**64 - 1 (a torch generator seed), got {self.seed}")
+            raise ConfigError(
+                f"seed must be an int from -2**63 to 2**64 - 1 (a torch generator seed), got {self.seed}"
+            )
         if self.k >= self.code_dim:
             raise ConfigError(f"k must be smaller than code_dim ({self.code_dim}), got {self.k}")
         if self.code_dim % self.projection_blocks:
@@ -289,7 +291,9 @@ class MemoryConfig:
             ConfigError: when ``values`` is not a dict, or a value is invalid.
         """
         if not isinstance(values, dict):
-            raise ConfigError(f"a configuration must be a dict of fields, got {type(values).__name__} {values!r:.80}")
+            raise ConfigError(
+                f"a configuration must be a dict of fields, got {type(values).__name__} {values!r:.80}"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

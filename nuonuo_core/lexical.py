@@ -138,7 +138,9 @@ class EntityIndex:
     Not thread-safe; its owner serialises access.
     """
 
-    def __init__(self, subject_weight: float = 10.0, common_noun_share: float | None = COMMON_NOUN_SHARE) -> None:
+    def __init__(
+        self, subject_weight: float = 10.0, common_noun_share: float | None = COMMON_NOUN_SHARE
+    ) -> None:
         """``common_noun_share``: see :data:`COMMON_NOUN_SHARE`; ``None`` lets
         every one-word name link."""
         self.subject_weight = subject_weight
