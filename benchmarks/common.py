@@ -26,6 +26,15 @@ T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def program_name(module: str, command: str) -> str:
+    """Return the command a benchmark was started with, for its usage and error
+    lines: ``nuonuo bench <command>`` from the ``nuonuo`` tool, else
+    ``python -m <module>``."""
+    if Path(sys.argv[0]).name == "nuonuo":
+        return f"nuonuo bench {command}"
+    return f"python -m {module}"
+
+
 def default_data_dir() -> Path:
     """``$NUONUO_DATA`` when set, else ``../shared/data`` next to the repository."""
     env = os.environ.get("NUONUO_DATA")

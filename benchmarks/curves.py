@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import format_table, machine_description, progress, source_revision
+from benchmarks.common import format_table, machine_description, program_name, progress, source_revision
 from nuonuo_core import AssociativeMemory, MemoryConfig, MemoryItem
 from nuonuo_core.functional import winner_take_all
 
@@ -328,7 +328,7 @@ def _plot(path: Path, x: Sequence[float], series: dict[str, list[float]], *, tit
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.curves",
+        prog=program_name("benchmarks.curves", "curves"),
         description="Noise tolerance, multi-hop chains and capacity of NuoNuo as curves, each beside a baseline.",
     )
     parser.add_argument("--out", default="benchmarks/out/curves", help="folder for the PNGs, report.md and results.json (default: %(default)s)")

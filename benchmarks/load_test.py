@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine_description
+from benchmarks.common import machine_description, program_name
 from nuonuo_core import AssociativeMemory, MemoryConfig
 from nuonuo_core.storage import Storage
 
@@ -208,7 +208,9 @@ def run(count: int, out: Path, batch_size: int, namespaces: int, profile: bool, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=program_name("benchmarks.load_test", "load"), description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--count", type=int, default=100_000, help="memories to write (default: %(default)s)")
     parser.add_argument("--out", required=True, help="folder for the memory file and load_test.json")
     parser.add_argument("--batch-size", type=int, default=1000, help="memories per add_many call (default: %(default)s)")

@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from benchmarks.common import CachingEmbedder, default_data_dir, machine_description, recall_at
+from benchmarks.common import CachingEmbedder, default_data_dir, machine_description, program_name, recall_at
 from benchmarks.datasets import LOCOMO_CATEGORIES, load_locomo
 from nuonuo_core import AssociativeMemory, MemoryConfig
 from nuonuo_core.embedding import load_embedder
@@ -52,7 +52,9 @@ def evaluate(data_dir, hops: int | None, device: str) -> dict[str, dict[str, lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=program_name("benchmarks.locomo_recall", "locomo"), description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--data", default=str(default_data_dir()), help="data folder holding locomo/ (default: %(default)s)")
     parser.add_argument("--hops", type=int, default=None, help="hops for NuoNuo recall (default: the configuration's)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device (default: cpu)")

@@ -63,6 +63,7 @@ from benchmarks.common import (
     embed_ahead,
     format_table,
     machine_description,
+    program_name,
     ndcg_at,
     progress,
     recall_all_at,
@@ -393,7 +394,7 @@ def tables(evaluations: Mapping[str, Evaluation], *, markdown: bool = False, ks:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.longmemeval",
+        prog=program_name("benchmarks.longmemeval", "longmemeval"),
         description="LongMemEval session- and turn-level retrieval of NuoNuo beside flat cosine search, BM25 and their fusion.",
     )
     parser.add_argument("--file", required=True, help="LongMemEval JSON file, such as longmemeval_s.json")

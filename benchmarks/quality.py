@@ -56,6 +56,7 @@ from benchmarks.common import (
     embed_ahead,
     format_table,
     machine_description,
+    program_name,
     progress,
     recall_at,
     source_revision,
@@ -394,7 +395,7 @@ def write_report(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.quality",
+        prog=program_name("benchmarks.quality", "quality"),
         description="Recall quality of NuoNuo beside flat cosine search, BM25 and their fusion, in one run.",
     )
     parser.add_argument("--data", default=str(default_data_dir()), help="folder holding locomo/ and musique/ (default: %(default)s)")

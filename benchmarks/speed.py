@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from benchmarks.common import default_data_dir, machine_description
+from benchmarks.common import default_data_dir, machine_description, program_name
 from nuonuo_core import AssociativeMemory, MemoryConfig
 from nuonuo_core import functional
 from nuonuo_core.association import Association
@@ -553,7 +553,9 @@ def report(scale: list[dict[str, Any]], dense_rate: float, e2e: dict[str, Any] |
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=program_name("benchmarks.speed", "speed"), description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--sizes", default="1000,20000,100000,1000000", help="comma-separated N (default: %(default)s)")
     parser.add_argument("--out", default="benchmarks/out/speed", help="output folder (default: %(default)s)")
     parser.add_argument("--data", default=str(default_data_dir()), help="data folder with locomo/ for the end-to-end runs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from benchmarks.common import (
     apply_overrides,
     format_table,
     ndcg_at,
+    program_name,
     recall_all_at,
     recall_any_at,
     recall_at,
@@ -124,3 +126,10 @@ def test_format_table_aligns_and_rounds():
     assert lines[3].split() == ["NuoNuo", "n/a"]
     markdown = format_table(["system", "recall"], [["flat", 0.5]], markdown=True)
     assert markdown.splitlines() == ["| system | recall |", "|:---|---:|", "| flat | 0.500 |"]
+
+
+def test_program_name_nuonuo_tool_and_python_module(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/nuonuo", "bench", "quality"])
+    assert program_name("benchmarks.quality", "quality") == "nuonuo bench quality"
+    monkeypatch.setattr(sys, "argv", ["/repo/benchmarks/quality.py", "--help"])
+    assert program_name("benchmarks.quality", "quality") == "python -m benchmarks.quality"
