@@ -26,6 +26,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -85,6 +86,24 @@ def timed(function: Callable[[], Any], repeats: int) -> list[float]:
         function()
         samples.append(time.perf_counter() - started)
     return samples
+
+
+def timed_in_turns(count: int, variants: Sequence[int], run: Callable[[int, int], Any]) -> dict[int, list[float]]:
+    """Time ``run(variant, i)`` for every ``i`` below ``count`` and every variant.
+
+    The variants take turns, a quarter of the ``i`` each time, so that a slower
+    stretch of the machine falls on all of them alike. Returns variant -> seconds
+    per call, in the order of ``i``.
+    """
+    samples_of: dict[int, list[float]] = {variant: [] for variant in variants}
+    quarter = max(1, count // 4)
+    for first in range(0, count, quarter):
+        for variant, samples in samples_of.items():
+            for i in range(first, min(first + quarter, count)):
+                started = time.perf_counter()
+                run(variant, i)
+                samples.append(time.perf_counter() - started)
+    return samples_of
 
 
 def rss_bytes() -> int:
@@ -201,18 +220,13 @@ def scale_run(count: int, args: argparse.Namespace) -> dict[str, Any]:
     for i in range(20):
         memory.recall_by_vector(query_tensors[i], 10, hops=3)
     exact_found = []
-    samples_of: dict[int, list[float]] = {1: [], 3: [], 10: []}
-    # The hop counts take turns, a quarter of the queries each time, so that a
-    # slower stretch of the machine falls on all of them alike.
-    for first in range(0, QUERIES, QUERIES // 4):
-        for hops, samples in samples_of.items():
-            for i in range(first, first + QUERIES // 4):
-                started = time.perf_counter()
-                found = memory.recall_by_vector(query_tensors[i], 10, hops=hops)
-                samples.append(time.perf_counter() - started)
-                if hops == 1:
-                    exact_found.append([int(r.text[1:]) for r in found])
-    for hops, samples in samples_of.items():
+
+    def recall(hops: int, i: int) -> None:
+        found = memory.recall_by_vector(query_tensors[i], 10, hops=hops)
+        if hops == 1:
+            exact_found.append([int(r.text[1:]) for r in found])
+
+    for hops, samples in timed_in_turns(QUERIES, (1, 3, 10), recall).items():
         result[f"recall_hops{hops}_p50"], result[f"recall_hops{hops}_p99"] = percentiles(samples)
 
     # FAISS exact search on the same vectors; its results are the truth for recall@10.
@@ -374,14 +388,7 @@ def end_to_end(data_dir: Path, device: str = "cpu") -> dict[str, Any]:
         # The same questions with their vectors looked up: the recall of real
         # text alone, the words and names of the query included.
         mixed.inner = _Remembered(mixed.inner, sample)
-        samples_of: dict[int, list[float]] = {1: [], 3: []}
-        quarter = max(1, len(sample) // 4)
-        for first in range(0, len(sample), quarter):
-            for hops, samples in samples_of.items():
-                for question in sample[first : first + quarter]:
-                    started = time.perf_counter()
-                    big.recall(question, 10, hops=hops)
-                    samples.append(time.perf_counter() - started)
+        samples_of = timed_in_turns(len(sample), (1, 3), lambda hops, i: big.recall(sample[i], 10, hops=hops))
         for hops, samples in samples_of.items():
             result[f"text_recall_hops{hops}_p50"], result[f"text_recall_hops{hops}_p99"] = percentiles(samples)
     return result

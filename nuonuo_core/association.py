@@ -295,20 +295,7 @@ class Association:
         Weights of the same kind between the same pair add up, as repeated Hebbian
         updates do. A memory is never linked to itself.
         """
-        self.forget_cached_links()
-        if a == b:
-            return
-        only = ((kind, 0.0 + weight),)
-        for source, target in ((a, b), (b, a)):
-            links = self._links[source]
-            stored = links.get(target)
-            if stored is None:
-                # The common case, a first link between the two: one kind, nothing to add up.
-                links[target] = self._interned.setdefault(only, only)
-                continue
-            kinds = dict(stored)
-            kinds[kind] = kinds.get(kind, 0.0) + weight
-            links[target] = self._intern(kinds)
+        self.link_many(((a, b),), kind, weight)
 
     def link_many(self, pairs: Iterable[tuple[int, int]], kind: str, weight: float) -> None:
         """Add a link of ``kind`` and ``weight`` between each pair of slots, as
@@ -323,13 +310,14 @@ class Association:
             links_a = all_links[a]
             links_b = all_links[b]
             if b not in links_a and a not in links_b:
+                # The common case, a first link between the two: one kind, nothing to add up.
                 links_a[b] = only
                 links_b[a] = only
                 continue
-            for source, target in ((a, b), (b, a)):
-                kinds = dict(all_links[source].get(target, ()))
+            for links, target in ((links_a, b), (links_b, a)):
+                kinds = dict(links.get(target, ()))
                 kinds[kind] = kinds.get(kind, 0.0) + weight
-                all_links[source][target] = self._intern(kinds)
+                links[target] = self._intern(kinds)
 
     def _intern(self, kinds: dict[str, float]) -> tuple[tuple[str, float], ...]:
         key = tuple(sorted(kinds.items()))

@@ -165,12 +165,13 @@ class MemoryConfig:
     ``bridge_names``)."""
 
     link_common_nouns: bool = False
-    """Let a one-word name link memories even when the memories also write it in
-    lower case, as a common noun ("River" of "Tikhaya Sosna River" beside "a
-    river"). Off by default: such words link memories about unrelated places
-    and things (see :data:`~nuonuo_core.lexical.COMMON_NOUN_SHARE`). The rule
-    also stops a one-word name that is a word too ("Mark" beside "mark the
-    date") or that is typed in lower case; longer names ("Mark Evans") link."""
+    """Whether a one-word name links memories even when the memories also write
+    it in lower case, as a common noun ("River" of "Tikhaya Sosna River" beside
+    "a river"). Off by default, because such words link memories about
+    unrelated places and things (see :data:`~nuonuo_core.lexical.COMMON_NOUN_SHARE`).
+    The same rule stops a one-word name that is also a word ("Mark" beside
+    "mark the date") or that is typed in lower case. Longer names ("Mark
+    Evans") still link."""
 
     sentence_cues: bool = True
     """Add one cue per sentence to memories of more than one sentence."""

@@ -166,7 +166,7 @@ def test_common_noun_links_nothing_as_a_name():
         index.add(slot, entity_phrases(text), plain=plain_words(text))
     assert set(index.neighbours(1, max_df=3)) == {0, 2}
     # Once a memory writes "oblast" in lower case, the capitalised word is a
-    # common noun and links nothing; the longer name still does.
+    # common noun and links nothing. The longer name still links.
     index.add(3, entity_phrases(texts[3]), plain=plain_words(texts[3]))
     assert index.is_common_noun("oblast", 3)
     assert index.neighbours(1, max_df=3) == {}
